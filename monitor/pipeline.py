@@ -1,0 +1,462 @@
+"""One poll of one feed, and one cycle over all feeds.
+
+The pipeline, as pseudocode::
+
+    for each due feed (at most fetch.concurrency at once):
+        response = fetch(feed.url, If-None-Match/If-Modified-Since)   # fetch.py
+        if 304: record success, done
+        feed_data = parse(response.bytes, response.headers)           # parse.py
+        new = entries whose identity (guid, else link, else content hash,
+              plus the normalised link as a second key) is not stored yet
+        for each new entry (4 at once, within a time budget):
+            page = fetch(entry.link); article = extract(page)          # extract.py
+            on failure: article = the feed's summary, and why
+        matches = match(article, rules) for each article               # match.py
+        in ONE transaction: entries, hits, outbox rows (skipped on the
+            feed's first poll), validators, health                     # store.py
+        on any error: the error goes on the feed's row, backoff; other feeds go on
+    deliver due outbox rows, one apprise URL each                      # alert.py
+
+A feed's outcome is a :class:`~monitor.types.FeedResult` value; only bugs raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from monitor.alert import AppriseNotifier, DispatchSummary, Notifier, dispatch
+from monitor.config import Settings, check_rule_channels
+from monitor.exceptions import ExtractError, FetchError, MonitorError, ParseError, StoreError
+from monitor.extract import Extractor, ThreadExtractor
+from monitor.fetch import PAGE_MAX_BYTES, Fetcher, GuardedFetcher
+from monitor.match import match_article
+from monitor.parse import parse_feed
+from monitor.rules import RuleSet, load_rules
+from monitor.scheduler import next_poll_after
+from monitor.store import FeedRow, NewEntry, Store, iso, open_store
+from monitor.types import Article, EntryData, FeedData, FeedResult, Match, PollSummary
+
+log = logging.getLogger(__name__)
+
+#: Article pages fetched at once within one feed.
+ARTICLE_CONCURRENCY = 4
+_TRACKING = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "")
+
+
+# -- pure decisions ---------------------------------------------------------
+
+
+def normalize_link(link: str | None) -> str | None:
+    """The link without scheme, ``www.``, fragment, tracking parameters or trailing slash.
+
+    Used as a second identity so a publisher switching ``http`` to ``https``
+    or changing GUIDs does not make an old story new again (FAULTS B21).
+    """
+    if not link:
+        return None
+    parts = urlsplit(link.strip())
+    host = (parts.hostname or "").lower()
+    if not host:
+        return None
+    host = host.removeprefix("www.")
+    if parts.port and parts.port not in (80, 443):
+        host = f"{host}:{parts.port}"
+    query = urlencode(
+        sorted(
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if not k.lower().startswith(_TRACKING)
+        )
+    )
+    path = parts.path.rstrip("/") or "/"
+    return urlunsplit(("", host, path, query, "")).lstrip("/")
+
+
+def entry_key(entry: EntryData) -> str:
+    """The entry's identity in its feed: guid, else link, else a content hash (B14)."""
+    if entry.guid:
+        return f"guid:{entry.guid}"
+    link = normalize_link(entry.link)
+    if link:
+        return f"link:{link}"
+    digest = hashlib.sha256(
+        "\x1f".join(
+            [entry.title, entry.summary, entry.published.isoformat() if entry.published else ""]
+        ).encode()
+    ).hexdigest()
+    return f"hash:{digest[:32]}"
+
+
+def new_entries(
+    entries: Sequence[EntryData], known_keys: set[str], known_links: set[str]
+) -> list[tuple[str, EntryData]]:
+    """The entries not stored yet, each once, with its key.
+
+    An entry is known if its key or its normalised link is stored. Duplicate
+    GUIDs within one feed keep the first (B20).
+    """
+    out: list[tuple[str, EntryData]] = []
+    keys = set(known_keys)
+    links = set(known_links)
+    for entry in entries:
+        key = entry_key(entry)
+        link = normalize_link(entry.link)
+        if key in keys or (link is not None and link in links):
+            continue
+        keys.add(key)
+        if link is not None:
+            links.add(link)
+        out.append((key, entry))
+    return out
+
+
+def describe_error(error: BaseException) -> str:
+    """A short, storable error line: type and message, never a secret."""
+    if isinstance(error, FetchError | ParseError | ExtractError):
+        return f"{type(error).__name__}: {error.reason}"
+    return f"{type(error).__name__}: {error}"
+
+
+# -- orchestration ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CycleSummary:
+    """What ``run --once`` did."""
+
+    results: tuple[FeedResult, ...]
+    alerts: DispatchSummary = field(default_factory=DispatchSummary)
+
+    @property
+    def failed(self) -> tuple[FeedResult, ...]:
+        return tuple(r for r in self.results if not r.ok)
+
+
+class Monitor:
+    """The pipeline wired to its parts; build one with :func:`make_monitor`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store,
+        fetcher: Fetcher,
+        extractor: Extractor,
+        notifier: Notifier,
+        rules: RuleSet,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
+        self.extractor = extractor
+        self.notifier = notifier
+        self.rules = rules
+        self.now = now
+        self._feed_semaphore = asyncio.Semaphore(settings.fetch.concurrency)
+
+    @property
+    def feed_deadline(self) -> float:
+        """Hard limit on one feed's poll: fetch, parse, articles and store."""
+        f = self.settings.fetch
+        return f.total_timeout * 2 + f.extract_timeout * 2 + 30
+
+    def sync_feeds(self) -> None:
+        """Bring the configuration's feed list into the database."""
+        self.store.sync_config_feeds(
+            [
+                {
+                    "url": f.url,
+                    "name": f.name,
+                    "interval": f.interval,
+                    "alert_on_first_poll": f.alert_on_first_poll,
+                }
+                for f in self.settings.feeds
+            ],
+            self.now(),
+        )
+
+    async def poll_feed(self, feed: FeedRow) -> FeedResult:
+        """Poll one feed; any failure is recorded on its row and returned, not raised."""
+        async with self._feed_semaphore:
+            try:
+                summary = await asyncio.wait_for(self._poll(feed), timeout=self.feed_deadline)
+            except (MonitorError, TimeoutError) as e:
+                if isinstance(e, TimeoutError):
+                    e = FetchError(feed.url, f"poll took longer than {self.feed_deadline:g}s")
+                self._record_failure(feed, e)
+                return FeedResult(feed.url, e)
+            return FeedResult(feed.url, summary)
+
+    def _record_failure(self, feed: FeedRow, error: MonitorError) -> None:
+        now = self.now()
+        retry_after = error.retry_after if isinstance(error, FetchError) else None
+        next_poll = next_poll_after(
+            now,
+            feed.interval_s,
+            failures=feed.consecutive_failures + 1,
+            retry_after=retry_after,
+        )
+        log.warning("feed %s failed: %s", feed.url, describe_error(error))
+        try:
+            self.store.record_failure(feed.id, describe_error(error), now, next_poll)
+        except StoreError:
+            log.exception("could not record the failure of feed %s", feed.url)
+
+    async def _poll(self, feed: FeedRow) -> PollSummary:
+        headers = {
+            "Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"
+        }
+        if feed.etag:
+            headers["If-None-Match"] = feed.etag
+        if feed.last_modified:
+            headers["If-Modified-Since"] = feed.last_modified
+        response = await self.fetcher.get(feed.url, headers=headers)
+        if response.not_modified:
+            now = self.now()
+            self.store.record_poll(
+                feed,
+                now=now,
+                next_poll=next_poll_after(now, feed.interval_s),
+                title=None,
+                etag=feed.etag,
+                last_modified=feed.last_modified,
+                entries=(),
+                channels=(),
+                baseline=False,
+            )
+            return PollSummary(not_modified=True)
+        data: FeedData = await asyncio.to_thread(
+            parse_feed, response.final_url, response.content, response.headers
+        )
+        for warning in data.warnings:
+            log.info("feed %s: %s", feed.url, warning)
+        keys, links = self.store.known_identities(feed.id)
+        fresh = new_entries(data.entries, keys, links)
+        articles = await self._articles([e for _, e in fresh])
+        baseline = feed.baseline and not feed.alert_on_first_poll
+        rows = [
+            _new_entry(key, entry, article, match_article(article, self.rules))
+            for (key, entry), article in zip(fresh, articles, strict=True)
+        ]
+        now = self.now()
+        hits, queued = self.store.record_poll(
+            feed,
+            now=now,
+            next_poll=next_poll_after(now, feed.interval_s),
+            title=data.title,
+            etag=response.headers.get("etag"),
+            last_modified=response.headers.get("last-modified"),
+            entries=rows,
+            channels=tuple(self.settings.channels),
+            baseline=baseline,
+        )
+        return PollSummary(
+            entries_seen=len(data.entries),
+            entries_new=len(rows),
+            hits_new=hits,
+            alerts_queued=queued,
+            baseline=baseline,
+            warnings=data.warnings,
+        )
+
+    async def _articles(self, entries: Sequence[EntryData]) -> list[Article]:
+        """Fetch and extract each entry's page; fall back to the feed's summary."""
+        semaphore = asyncio.Semaphore(ARTICLE_CONCURRENCY)
+
+        async def one(entry: EntryData) -> Article:
+            async with semaphore:
+                return await self.article(entry)
+
+        return list(await asyncio.gather(*(one(e) for e in entries)))
+
+    async def article(self, entry: EntryData) -> Article:
+        """The entry's article text, or its summary and the reason why."""
+        return await fetch_article(self.fetcher, self.extractor, entry)
+
+    async def poll_all(self, feeds: Sequence[FeedRow] | None = None) -> list[FeedResult]:
+        """Poll the given feeds (default: every active feed) concurrently."""
+        targets = self.store.active_feeds() if feeds is None else list(feeds)
+        return list(await asyncio.gather(*(self.poll_feed(f) for f in targets)))
+
+    async def dispatch(self) -> DispatchSummary:
+        """Deliver every due alert once."""
+        return await dispatch(self.store, self.notifier, self.settings.alerts, self.now)
+
+    async def run_once(self) -> CycleSummary:
+        """One cycle: every active feed regardless of schedule, then delivery."""
+        self.store.release_expired_leases(self.now())
+        results = await self.poll_all()
+        alerts = await self.dispatch()
+        return CycleSummary(results=tuple(results), alerts=alerts)
+
+    async def aclose(self) -> None:
+        await self.fetcher.aclose()
+        close = getattr(self.extractor, "close", None)
+        if callable(close):
+            close()
+        self.store.close()
+
+
+async def fetch_article(fetcher: Fetcher, extractor: Extractor, entry: EntryData) -> Article:
+    """Fetch and extract the entry's page; on failure the feed's summary and the reason."""
+    if not entry.link:
+        return _fallback(entry, "entry has no http(s) link")
+    try:
+        page = await fetcher.get(
+            entry.link,
+            headers={"Accept": "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"},
+            max_bytes=PAGE_MAX_BYTES,
+        )
+        extracted = await extractor.extract(page.content, page.final_url, page.content_type)
+    except (FetchError, ExtractError) as e:
+        log.info("article %s: %s; using the feed's summary", entry.link, describe_error(e))
+        return _fallback(entry, describe_error(e))
+    return Article(
+        url=entry.link,
+        title=entry.title or extracted.title or "",
+        text=extracted.text,
+        author=extracted.author or entry.author,
+        date=extracted.date,
+        language=extracted.language,
+        source="article",
+    )
+
+
+async def check_feed_source(
+    source: str,
+    fetcher: Fetcher,
+    extractor: Extractor,
+    rules: RuleSet,
+    *,
+    articles: bool = True,
+) -> dict[str, Any]:
+    """Dry run for one feed URL or local file: entries and their matches, or the error."""
+    try:
+        if "://" in source:
+            response = await fetcher.get(source)
+            data = parse_feed(response.final_url, response.content, response.headers)
+        else:
+            try:
+                content = Path(source).read_bytes()
+            except OSError as e:
+                return {"source": source, "error": f"cannot read {source}: {e.strerror}"}
+            data = parse_feed(Path(source).resolve().as_uri(), content, {})
+    except MonitorError as e:
+        return {"source": source, "error": describe_error(e)}
+    entries = []
+    for entry in data.entries:
+        article = (
+            await fetch_article(fetcher, extractor, entry)
+            if articles
+            else _fallback(entry, "articles not fetched (--no-articles)")
+        )
+        entries.append(
+            {
+                "title": entry.title,
+                "link": entry.link,
+                "published": iso(entry.published),
+                "text_source": article.source,
+                "extract_error": article.extract_error,
+                "language": article.language,
+                "matches": [
+                    {"rule": m.rule, "terms": list(m.terms), "sentence": m.sentence}
+                    for m in match_article(article, rules)
+                ],
+            }
+        )
+    return {
+        "source": source,
+        "title": data.title,
+        "version": data.version,
+        "warnings": list(data.warnings),
+        "entries": entries,
+    }
+
+
+def _fallback(entry: EntryData, reason: str) -> Article:
+    return Article(
+        url=entry.link,
+        title=entry.title,
+        text=entry.summary,
+        author=entry.author,
+        source="summary",
+        extract_error=reason,
+    )
+
+
+def _new_entry(key: str, entry: EntryData, article: Article, matches: list[Match]) -> NewEntry:
+    return NewEntry(
+        key=key,
+        guid=entry.guid,
+        link=entry.link,
+        link_norm=normalize_link(entry.link),
+        title=entry.title,
+        summary=entry.summary,
+        author=article.author,
+        published=iso(entry.published),
+        text=article.text,
+        text_source=article.source,
+        extract_error=article.extract_error,
+        language=article.language,
+        hits=tuple((m.rule, m.terms, m.sentence, m.channels) for m in matches),
+    )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_monitor(
+    settings: Settings,
+    *,
+    _store: Store | None = None,
+    _fetcher: Fetcher | None = None,
+    _extractor: Extractor | None = None,
+    _notifier: Notifier | None = None,
+    _rules: RuleSet | None = None,
+    _now: Callable[[], datetime] | None = None,
+) -> Monitor:
+    """Wire the real parts from settings; tests pass their own for any of them.
+
+    Raises RuleError, ConfigError or StoreError before anything is fetched.
+    """
+    rules = _rules if _rules is not None else load_rules(settings.rules)
+    check_rule_channels(settings, [(r.source, c) for r in rules.rules for c in r.channels])
+    store = _store if _store is not None else open_store(settings.database)
+    fetcher = _fetcher or GuardedFetcher(
+        allow_networks=settings.fetch.allow_networks,
+        connect_timeout=settings.fetch.connect_timeout,
+        read_timeout=settings.fetch.read_timeout,
+        total_timeout=settings.fetch.total_timeout,
+    )
+    extractor = _extractor or ThreadExtractor(timeout=settings.fetch.extract_timeout)
+    notifier = _notifier or AppriseNotifier(settings.channels, timeout=settings.alerts.send_timeout)
+    return Monitor(
+        settings,
+        store=store,
+        fetcher=fetcher,
+        extractor=extractor,
+        notifier=notifier,
+        rules=rules,
+        now=_now or utcnow,
+    )
+
+
+__all__ = [
+    "CycleSummary",
+    "Monitor",
+    "entry_key",
+    "make_monitor",
+    "new_entries",
+    "normalize_link",
+]

@@ -1,0 +1,108 @@
+"""When feeds are polled: a pure ``next_poll_after`` and the APScheduler wiring.
+
+APScheduler 3's defaults skip runs silently (``misfire_grace_time=1``) and a
+job that never returns blocks its feed for good under ``max_instances=1``
+(FAULTS D21). So every job coalesces, has a generous grace time, and runs the
+poll under a hard deadline (``Monitor.feed_deadline``); listeners log missed
+and failed jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger(__name__)
+
+#: Failing feeds back off up to this many seconds, and are never disabled.
+MAX_BACKOFF_S = 6 * 3600.0
+#: A server's Retry-After is honoured up to this many seconds.
+MAX_RETRY_AFTER_S = 24 * 3600.0
+
+
+def next_poll_after(
+    now: datetime,
+    interval: float,
+    *,
+    failures: int = 0,
+    retry_after: float | None = None,
+) -> datetime:
+    """When a feed is next due.
+
+    Pure. After ``failures`` consecutive failures the interval doubles each
+    time up to :data:`MAX_BACKOFF_S` (never "disabled", FAULTS A8); a
+    Retry-After pushes the next poll out at least that far (A6, A7).
+    """
+    delay = interval
+    if failures > 0:
+        delay = min(max(MAX_BACKOFF_S, interval), interval * 2 ** min(failures, 20))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+    return now + timedelta(seconds=delay)
+
+
+def jitter_for(interval: float) -> float:
+    """Seconds of jitter for a feed's schedule: 10% of the interval, at most a minute."""
+    return min(60.0, interval * 0.1)
+
+
+def first_run_delay(next_poll_at: datetime | None, now: datetime) -> float:
+    """Seconds until a feed's first poll after start: now if due, else when it is due."""
+    if next_poll_at is None or next_poll_at <= now:
+        return random.uniform(0, 5)
+    return (next_poll_at - now).total_seconds()
+
+
+def make_scheduler() -> AsyncIOScheduler:
+    """An AsyncIOScheduler with safe job defaults and listeners that log trouble."""
+    scheduler = AsyncIOScheduler(
+        timezone="UTC",
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 3600},
+    )
+
+    def listener(event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("job %s missed its run at %s", event.job_id, event.scheduled_run_time)
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            log.warning("job %s is still running; this run was skipped", event.job_id)
+        elif event.code == EVENT_JOB_ERROR:
+            log.error("job %s failed: %r", event.job_id, event.exception)
+
+    scheduler.add_listener(listener, EVENT_JOB_MISSED | EVENT_JOB_ERROR | EVENT_JOB_MAX_INSTANCES)
+    return scheduler
+
+
+def add_interval_job(
+    scheduler: AsyncIOScheduler,
+    job_id: str,
+    func: Callable[[], Awaitable[Any]],
+    interval: float,
+    *,
+    start: datetime,
+    jitter: float | None = None,
+) -> None:
+    """Run ``func`` every ``interval`` seconds from ``start`` (UTC), replacing any job of that id."""
+    scheduler.add_job(
+        func,
+        IntervalTrigger(
+            seconds=interval,
+            start_date=start,
+            jitter=jitter_for(interval) if jitter is None else jitter,
+            timezone="UTC",
+        ),
+        id=job_id,
+        replace_existing=True,
+        next_run_time=start,
+    )

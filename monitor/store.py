@@ -1,0 +1,555 @@
+"""SQLite storage through sqlite-utils: schema, migrations, one writer.
+
+Tables:
+
+``feeds``    one row per polled feed, with its validators and health
+``entries``  one row per feed entry ever seen, with the article text (full-text indexed)
+``hits``     entry x rule, with the matched terms and the sentence
+``alerts``   the outbox: one row per hit x channel, with its delivery state
+
+Each feed's results (entries, hits, outbox rows, new validators, health) are
+written in one ``BEGIN IMMEDIATE`` transaction: a deferred read that later
+upgrades to a write ignores ``busy_timeout`` (FAULTS D8). Channel *names*
+are stored, never their URLs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from monitor.exceptions import StoreError
+
+BUSY_TIMEOUT_S = 5.0
+
+migrations = Migrations("monitor")
+
+
+@migrations(name="0001_wal", transactional=False)
+def _m0001_wal(db: sqlite_utils.Database) -> None:
+    db.enable_wal()
+
+
+@migrations(name="0002_schema")
+def _m0002_schema(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE feeds (
+            id INTEGER PRIMARY KEY,
+            url TEXT NOT NULL UNIQUE,
+            name TEXT,
+            -- where the feed came from: 'config' (monitor.yaml) or 'cli' (feeds add/import)
+            source TEXT NOT NULL DEFAULT 'config',
+            -- 1 while the feed is polled; config feeds removed from the file become 0
+            active INTEGER NOT NULL DEFAULT 1,
+            interval_s REAL NOT NULL DEFAULT 900,
+            alert_on_first_poll INTEGER NOT NULL DEFAULT 0,
+            title TEXT,
+            etag TEXT,
+            last_modified TEXT,
+            created_at TEXT NOT NULL,
+            last_polled_at TEXT,
+            last_success_at TEXT,
+            last_new_entry_at TEXT,
+            last_error TEXT,
+            last_error_at TEXT,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            next_poll_at TEXT
+        );
+        CREATE TABLE entries (
+            id INTEGER PRIMARY KEY,
+            feed_id INTEGER NOT NULL REFERENCES feeds(id),
+            -- identity within the feed: guid:..., link:... or hash:...
+            key TEXT NOT NULL,
+            guid TEXT,
+            link TEXT,
+            -- the link without scheme, fragment and tracking parameters: a second identity
+            link_norm TEXT,
+            title TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            author TEXT,
+            published TEXT,
+            first_seen_at TEXT NOT NULL,
+            text TEXT NOT NULL,
+            -- 'article' when extracted from the page, 'summary' when the feed's summary stood in
+            text_source TEXT NOT NULL,
+            extract_error TEXT,
+            language TEXT,
+            UNIQUE (feed_id, key)
+        );
+        CREATE INDEX entries_link_norm ON entries(feed_id, link_norm);
+        CREATE TABLE hits (
+            id INTEGER PRIMARY KEY,
+            entry_id INTEGER NOT NULL REFERENCES entries(id),
+            rule TEXT NOT NULL,
+            terms TEXT NOT NULL,
+            sentence TEXT NOT NULL,
+            matched_at TEXT NOT NULL,
+            UNIQUE (entry_id, rule)
+        );
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY,
+            hit_id INTEGER NOT NULL REFERENCES hits(id),
+            channel TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'skipped', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            next_attempt_at TEXT,
+            lease_until TEXT,
+            sent_at TEXT,
+            UNIQUE (hit_id, channel)
+        );
+        CREATE INDEX alerts_due ON alerts(status, next_attempt_at);
+        """
+    )
+
+
+@migrations(name="0003_entries_fts")
+def _m0003_entries_fts(db: sqlite_utils.Database) -> None:
+    db["entries"].enable_fts(["title", "text"], create_triggers=True, tokenize="porter")
+
+
+def iso(dt: datetime | None) -> str | None:
+    """UTC ISO 8601 with seconds, the one format dates are stored in."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def from_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """A feed as stored."""
+
+    id: int
+    url: str
+    name: str | None
+    interval_s: float
+    alert_on_first_poll: bool
+    etag: str | None
+    last_modified: str | None
+    last_success_at: str | None
+    consecutive_failures: int
+    next_poll_at: str | None
+
+    @property
+    def baseline(self) -> bool:
+        """True until the feed's first successful poll."""
+        return self.last_success_at is None
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An entry to insert, with its hits."""
+
+    key: str
+    guid: str | None
+    link: str | None
+    link_norm: str | None
+    title: str
+    summary: str
+    author: str | None
+    published: str | None
+    text: str
+    text_source: str
+    extract_error: str | None
+    language: str | None
+    #: (rule, terms, sentence, channels)
+    hits: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True)
+class DueAlert:
+    """A claimed outbox row with what the message needs."""
+
+    id: int
+    hit_id: int
+    channel: str
+    attempts: int
+    rule: str
+    terms: tuple[str, ...]
+    sentence: str
+    entry_title: str
+    link: str | None
+    published: str | None
+    feed_name: str
+
+
+class Store:
+    """The one writer. Open with :func:`open_store`."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    # -- transactions -------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One ``BEGIN IMMEDIATE`` transaction; rolled back on any error."""
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot start a write: {e}") from e
+        try:
+            yield self.db
+        except sqlite3.Error as e:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: write failed and was rolled back: {e}") from e
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: commit failed: {e}") from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- feeds --------------------------------------------------------------
+
+    def sync_config_feeds(self, feeds: Sequence[Mapping[str, Any]], now: datetime) -> None:
+        """Make the config's feeds present and active; deactivate config feeds no longer listed."""
+        urls = [f["url"] for f in feeds]
+        with self.write() as db:
+            for f in feeds:
+                db.execute(
+                    """
+                    INSERT INTO feeds (url, name, source, active, interval_s,
+                                       alert_on_first_poll, created_at)
+                    VALUES (?, ?, 'config', 1, ?, ?, ?)
+                    ON CONFLICT(url) DO UPDATE SET
+                        name = excluded.name, active = 1, interval_s = excluded.interval_s,
+                        alert_on_first_poll = excluded.alert_on_first_poll
+                    """,
+                    [f["url"], f["name"], f["interval"], int(f["alert_on_first_poll"]), iso(now)],
+                )
+            placeholders = ",".join("?" for _ in urls)
+            db.execute(
+                f"UPDATE feeds SET active = 0 WHERE source = 'config' "
+                f"AND url NOT IN ({placeholders or 'NULL'})",
+                urls,
+            )
+
+    def add_feed(self, url: str, name: str | None, interval: float, now: datetime) -> bool:
+        """Add a feed from the command line; False if it was already there."""
+        with self.write() as db:
+            cur = db.execute(
+                "INSERT INTO feeds (url, name, source, interval_s, created_at) "
+                "VALUES (?, ?, 'cli', ?, ?) ON CONFLICT(url) DO NOTHING",
+                [url, name, interval, iso(now)],
+            )
+            return cur.rowcount == 1
+
+    def active_feeds(self) -> list[FeedRow]:
+        rows = self.db.execute(
+            "SELECT id, url, name, interval_s, alert_on_first_poll, etag, last_modified, "
+            "last_success_at, consecutive_failures, next_poll_at FROM feeds "
+            "WHERE active = 1 ORDER BY id"
+        ).fetchall()
+        return [
+            FeedRow(
+                id=r[0],
+                url=r[1],
+                name=r[2],
+                interval_s=r[3],
+                alert_on_first_poll=bool(r[4]),
+                etag=r[5],
+                last_modified=r[6],
+                last_success_at=r[7],
+                consecutive_failures=r[8],
+                next_poll_at=r[9],
+            )
+            for r in rows
+        ]
+
+    def feed(self, feed_id: int) -> FeedRow:
+        for f in self.active_feeds():
+            if f.id == feed_id:
+                return f
+        raise StoreError(f"no active feed with id {feed_id}")
+
+    def feed_health(self) -> list[dict[str, Any]]:
+        """Every feed with its health, for ``monitor feeds list``."""
+        cur = self.db.execute(
+            "SELECT id, url, name, source, active, title, last_polled_at, last_success_at, "
+            "last_new_entry_at, consecutive_failures, last_error, last_error_at, next_poll_at, "
+            "(SELECT count(*) FROM entries WHERE feed_id = feeds.id) AS entries "
+            "FROM feeds ORDER BY id"
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def known_identities(self, feed_id: int) -> tuple[set[str], set[str]]:
+        """The entry keys and normalised links already stored for a feed."""
+        keys: set[str] = set()
+        links: set[str] = set()
+        for key, link_norm in self.db.execute(
+            "SELECT key, link_norm FROM entries WHERE feed_id = ?", [feed_id]
+        ):
+            keys.add(key)
+            if link_norm:
+                links.add(link_norm)
+        return keys, links
+
+    def record_failure(self, feed_id: int, error: str, now: datetime, next_poll: datetime) -> None:
+        with self.write() as db:
+            db.execute(
+                "UPDATE feeds SET last_polled_at = ?, last_error = ?, last_error_at = ?, "
+                "consecutive_failures = consecutive_failures + 1, next_poll_at = ? WHERE id = ?",
+                [iso(now), error, iso(now), iso(next_poll), feed_id],
+            )
+
+    def record_poll(
+        self,
+        feed: FeedRow,
+        *,
+        now: datetime,
+        next_poll: datetime,
+        title: str | None,
+        etag: str | None,
+        last_modified: str | None,
+        entries: Sequence[NewEntry],
+        channels: Sequence[str],
+        baseline: bool,
+    ) -> tuple[int, int]:
+        """Store one successful poll atomically; returns (hits, alerts queued).
+
+        Entries, hits, outbox rows and the feed's validators and health go in
+        one transaction, so a crash leaves all of them or none (FAULTS D1, D2).
+        Validators are written here and only here: after the body parsed (A17).
+        """
+        hits = 0
+        queued = 0
+        status = "skipped" if baseline else "pending"
+        with self.write() as db:
+            for e in entries:
+                cur = db.execute(
+                    """
+                    INSERT INTO entries (feed_id, key, guid, link, link_norm, title, summary,
+                        author, published, first_seen_at, text, text_source, extract_error,
+                        language)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(feed_id, key) DO NOTHING
+                    """,
+                    [
+                        feed.id,
+                        e.key,
+                        e.guid,
+                        e.link,
+                        e.link_norm,
+                        e.title,
+                        e.summary,
+                        e.author,
+                        e.published,
+                        iso(now),
+                        e.text,
+                        e.text_source,
+                        e.extract_error,
+                        e.language,
+                    ],
+                )
+                if cur.rowcount != 1:
+                    continue
+                entry_id = cast(int, cur.lastrowid)
+                for rule, terms, sentence, rule_channels in e.hits:
+                    hit = db.execute(
+                        "INSERT INTO hits (entry_id, rule, terms, sentence, matched_at) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(entry_id, rule) DO NOTHING",
+                        [entry_id, rule, json.dumps(list(terms)), sentence, iso(now)],
+                    )
+                    if hit.rowcount != 1:
+                        continue
+                    hits += 1
+                    hit_id = hit.lastrowid
+                    for channel in rule_channels or channels:
+                        db.execute(
+                            "INSERT INTO alerts (hit_id, channel, status, created_at, "
+                            "next_attempt_at) VALUES (?, ?, ?, ?, ?) "
+                            "ON CONFLICT(hit_id, channel) DO NOTHING",
+                            [hit_id, channel, status, iso(now), iso(now)],
+                        )
+                        queued += status == "pending"
+            db.execute(
+                """
+                UPDATE feeds SET title = coalesce(?, title), etag = ?, last_modified = ?,
+                    last_polled_at = ?, last_success_at = ?, consecutive_failures = 0,
+                    last_error = NULL, next_poll_at = ?,
+                    last_new_entry_at = CASE WHEN ? THEN ? ELSE last_new_entry_at END
+                WHERE id = ?
+                """,
+                [
+                    title,
+                    etag,
+                    last_modified,
+                    iso(now),
+                    iso(now),
+                    iso(next_poll),
+                    bool(entries),
+                    iso(now),
+                    feed.id,
+                ],
+            )
+        return hits, queued
+
+    # -- outbox -------------------------------------------------------------
+
+    def release_expired_leases(self, now: datetime) -> int:
+        """Rows left 'sending' by a process that died go back to pending."""
+        with self.write() as db:
+            cur = db.execute(
+                "UPDATE alerts SET status = 'pending', lease_until = NULL "
+                "WHERE status = 'sending' AND lease_until <= ?",
+                [iso(now)],
+            )
+            return cur.rowcount
+
+    def claim_due_alerts(self, now: datetime, lease: timedelta, limit: int = 100) -> list[DueAlert]:
+        """Mark due pending rows 'sending' with a lease and return them."""
+        with self.write() as db:
+            rows = db.execute(
+                """
+                SELECT alerts.id, alerts.hit_id, alerts.channel, alerts.attempts, hits.rule,
+                       hits.terms, hits.sentence, entries.title, entries.link, entries.published,
+                       coalesce(feeds.name, feeds.title, feeds.url)
+                FROM alerts
+                JOIN hits ON hits.id = alerts.hit_id
+                JOIN entries ON entries.id = hits.entry_id
+                JOIN feeds ON feeds.id = entries.feed_id
+                WHERE alerts.status = 'pending' AND alerts.next_attempt_at <= ?
+                ORDER BY alerts.id LIMIT ?
+                """,
+                [iso(now), limit],
+            ).fetchall()
+            ids = [r[0] for r in rows]
+            if ids:
+                db.execute(
+                    f"UPDATE alerts SET status = 'sending', lease_until = ? "
+                    f"WHERE id IN ({','.join('?' for _ in ids)})",
+                    [iso(now + lease), *ids],
+                )
+        return [
+            DueAlert(
+                id=r[0],
+                hit_id=r[1],
+                channel=r[2],
+                attempts=r[3],
+                rule=r[4],
+                terms=tuple(json.loads(r[5])),
+                sentence=r[6],
+                entry_title=r[7],
+                link=r[8],
+                published=r[9],
+                feed_name=r[10],
+            )
+            for r in rows
+        ]
+
+    def mark_sent(self, alert_id: int, now: datetime) -> None:
+        with self.write() as db:
+            db.execute(
+                "UPDATE alerts SET status = 'sent', sent_at = ?, lease_until = NULL, "
+                "attempts = attempts + 1, last_error = NULL WHERE id = ?",
+                [iso(now), alert_id],
+            )
+
+    def mark_failed(self, alert_id: int, error: str, next_attempt: datetime | None) -> None:
+        """Count a failed attempt; ``next_attempt=None`` makes the row dead."""
+        with self.write() as db:
+            db.execute(
+                "UPDATE alerts SET status = ?, attempts = attempts + 1, last_error = ?, "
+                "next_attempt_at = ?, lease_until = NULL WHERE id = ?",
+                [
+                    "dead" if next_attempt is None else "pending",
+                    error,
+                    iso(next_attempt),
+                    alert_id,
+                ],
+            )
+
+    def alert_counts(self) -> dict[str, int]:
+        return {
+            status: n
+            for status, n in self.db.execute("SELECT status, count(*) FROM alerts GROUP BY status")
+        }
+
+    # -- reading ------------------------------------------------------------
+
+    def hits(self, *, since: str | None = None, rule: str | None = None) -> list[dict[str, Any]]:
+        """Hits, newest first, joined with their entry and feed."""
+        where = ["1 = 1"]
+        params: list[Any] = []
+        if since:
+            where.append("hits.matched_at >= ?")
+            params.append(since)
+        if rule:
+            where.append("hits.rule = ?")
+            params.append(rule)
+        cur = self.db.execute(
+            f"""
+            SELECT hits.id, hits.matched_at, hits.rule, hits.terms, hits.sentence,
+                   entries.title, entries.link, entries.published, entries.language,
+                   coalesce(feeds.name, feeds.title, feeds.url) AS feed
+            FROM hits JOIN entries ON entries.id = hits.entry_id
+            JOIN feeds ON feeds.id = entries.feed_id
+            WHERE {" AND ".join(where)}
+            ORDER BY hits.matched_at DESC, hits.id DESC
+            """,
+            params,
+        )
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur.fetchall():
+            d = dict(zip(names, row, strict=True))
+            d["terms"] = json.loads(d["terms"])
+            out.append(d)
+        return out
+
+
+def open_store(path: str | Path, *, migrate: bool = True) -> Store:
+    """Open (creating if needed) the database, check it, and apply migrations.
+
+    Refuses a corrupt file with a clear message instead of touching it (D10).
+    """
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE.
+        conn = sqlite3.connect(str(p), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute("PRAGMA foreign_keys = ON")
+        ok = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as e:
+        raise StoreError(
+            f"{p}: not a usable SQLite database ({e}); restore a backup or move it away"
+        ) from e
+    except OSError as e:
+        raise StoreError(f"{p}: cannot open: {e.strerror}") from e
+    if ok != "ok":
+        conn.close()
+        raise StoreError(f"{p}: integrity check failed ({ok}); restore a backup or move it away")
+    db = sqlite_utils.Database(conn)
+    if migrate:
+        try:
+            migrations.apply(db)
+        except sqlite3.Error as e:
+            raise StoreError(f"{p}: migration failed: {e}") from e
+    return Store(db, p)
