@@ -208,7 +208,9 @@ class Store:
         try:
             yield self.db
         except sqlite3.Error as e:
-            conn.execute("ROLLBACK")
+            # SQLite may already have rolled back itself (e.g. SQLITE_FULL).
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise StoreError(f"{self.path}: write failed and was rolled back: {e}") from e
         except BaseException:
             if conn.in_transaction:
@@ -244,11 +246,8 @@ class Store:
                     [f["url"], f["name"], f["interval"], int(f["alert_on_first_poll"]), iso(now)],
                 )
             placeholders = ",".join("?" for _ in urls)
-            db.execute(
-                f"UPDATE feeds SET active = 0 WHERE source = 'config' "
-                f"AND url NOT IN ({placeholders or 'NULL'})",
-                urls,
-            )
+            keep = f"AND url NOT IN ({placeholders})" if urls else ""
+            db.execute(f"UPDATE feeds SET active = 0 WHERE source = 'config' {keep}", urls)
 
     def add_feed(self, url: str, name: str | None, interval: float, now: datetime) -> bool:
         """Add a feed from the command line; False if it was already there."""
