@@ -66,8 +66,8 @@ def render(alert: DueAlert) -> Message:
 
 def backoff(attempts: int, config: AlertConfig, rand: Callable[[], float] = random.random) -> float:
     """Seconds before the next try after ``attempts`` failures: doubling, capped, jittered."""
-    delay = min(config.max_backoff, config.base_backoff * 2 ** max(0, attempts - 1))
-    return delay * (0.8 + 0.4 * rand())
+    delay = min(config.max_backoff, config.base_backoff * 2.0 ** max(0, attempts - 1))
+    return float(delay * (0.8 + 0.4 * rand()))
 
 
 class Notifier(Protocol):

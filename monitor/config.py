@@ -65,8 +65,8 @@ class FeedConfig:
     """One feed as configured."""
 
     url: str
-    #: Display name; defaults to the URL's host.
-    name: str
+    #: Display name; when unset the feed's own title is shown.
+    name: str | None
     #: Seconds between polls.
     interval: float = DEFAULT_INTERVAL
     #: Alert on the first poll too, instead of recording a silent baseline.
@@ -355,7 +355,7 @@ def _feeds(node: Any, line: int | None, errors: _Errors) -> tuple[FeedConfig, ..
         out.append(
             FeedConfig(
                 url=url,
-                name=name or (urlsplit(url).hostname or url),
+                name=name or None,
                 interval=interval,
                 alert_on_first_poll=first,
             )

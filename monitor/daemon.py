@@ -9,6 +9,7 @@ its lease and goes back to pending on the next start).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 from monitor.pipeline import Monitor
 from monitor.scheduler import add_interval_job, first_run_delay, make_scheduler
 from monitor.store import from_iso
+from monitor.types import PollSummary
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ class Daemon:
             log.debug("feed %s backing off until %s", feed.url, feed.next_poll_at)
             return
         result = await m.poll_feed(feed)
-        if result.ok and getattr(result.value, "alerts_queued", 0):
+        if isinstance(result.value, PollSummary) and result.value.alerts_queued:
             await self.dispatch()
         self._status()
         sd_notify("WATCHDOG=1")
@@ -116,7 +118,7 @@ class Daemon:
             add_interval_job(
                 scheduler,
                 f"feed:{feed.id}",
-                self._track(lambda fid=feed.id: self.poll(fid)),
+                self._track(functools.partial(self.poll, feed.id)),
                 feed.interval_s,
                 start=start,
             )

@@ -116,7 +116,7 @@ def _m0002_schema(db: sqlite_utils.Database) -> None:
 
 @migrations(name="0003_entries_fts")
 def _m0003_entries_fts(db: sqlite_utils.Database) -> None:
-    db["entries"].enable_fts(["title", "text"], create_triggers=True, tokenize="porter")
+    db.table("entries").enable_fts(["title", "text"], create_triggers=True, tokenize="porter")
 
 
 def iso(dt: datetime | None) -> str | None:

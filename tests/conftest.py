@@ -72,12 +72,17 @@ class Site:
     def serve_fixture_site(self) -> None:
         """The two feeds and four pages of the pipeline test."""
         site = DATA / "site"
-        for name, ctype in (("feed.rss", "application/rss+xml"), ("feed.atom", "application/atom+xml")):
+        for name, ctype in (
+            ("feed.rss", "application/rss+xml"),
+            ("feed.atom", "application/atom+xml"),
+        ):
             text = (site / name).read_text(encoding="utf-8").format(base=self.base)
             self.serve(name, text, f"{ctype}; charset=utf-8")
         self.serve(
             "seed-en.html",
-            seed_page(SEED_EN, "Salesforce employees ask Benioff to rethink the CBP contract", "en"),
+            seed_page(
+                SEED_EN, "Salesforce employees ask Benioff to rethink the CBP contract", "en"
+            ),
             "text/html; charset=utf-8",
         )
         self.serve(
@@ -173,7 +178,9 @@ def webhook() -> Iterator[Webhook]:
 def run_cli(tmp_path: Path) -> Any:
     """Run the real ``monitor`` entry point in a subprocess."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, **(env or {})}
         full_env.pop("MONITOR_CONFIG", None)
         return subprocess.run(
@@ -188,7 +195,14 @@ def run_cli(tmp_path: Path) -> Any:
     return run
 
 
-def write_config(path: Path, *, database: Path, feeds: list[dict[str, Any]], channels: dict[str, str], extra: str = "") -> Path:
+def write_config(
+    path: Path,
+    *,
+    database: Path,
+    feeds: list[dict[str, Any]],
+    channels: dict[str, str],
+    extra: str = "",
+) -> Path:
     """A monitor.yaml for tests: loopback allowed, project rules, short timeouts."""
     lines = [f"database: {database}", f"rules: {ROOT / 'rules'}", "feeds:"]
     for f in feeds:
@@ -198,7 +212,7 @@ def write_config(path: Path, *, database: Path, feeds: list[dict[str, Any]], cha
                 lines.append(f"    {k}: {str(v).lower() if isinstance(v, bool) else v}")
     lines.append("channels:")
     for name, url in channels.items():
-        lines.append(f"  {name}: \"{url}\"")
+        lines.append(f'  {name}: "{url}"')
     lines += [
         "fetch:",
         "  allow_networks: [127.0.0.0/8]",

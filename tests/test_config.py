@@ -38,7 +38,7 @@ fetch:
     assert s.database == tmp_path / "state" / "monitor.db"
     assert s.rules == (tmp_path / "rules/",)
     assert [f.interval for f in s.feeds] == [900.0, 900.0]
-    assert s.feeds[0].name == "Example" and s.feeds[1].name == "example.net"
+    assert s.feeds[0].name == "Example" and s.feeds[1].name is None
     assert s.channels["team"].reveal() == "json://127.0.0.1:9/hook/tok3n"
     assert s.fetch.allow_networks == ("127.0.0.0/8",)
     # The token never shows in a repr of the settings.
@@ -68,7 +68,10 @@ frobnicate: 1
     assert f"{p}:2: feeds[0].url: expected an http(s) URL" in lines
     assert any(line.startswith(f"{p}:4: feeds[1].interval:") for line in lines)
     assert any(line.startswith(f"{p}:5: feeds[1].colour: unknown key") for line in lines)
-    assert any(line.startswith(f"{p}:7: channels.team: environment variable NOT_SET_ANYWHERE") for line in lines)
+    assert any(
+        line.startswith(f"{p}:7: channels.team: environment variable NOT_SET_ANYWHERE")
+        for line in lines
+    )
     assert any(line.startswith(f"{p}:8: channels.bad: not a URL apprise") for line in lines)
     assert any(line.startswith(f"{p}:10: fetch.allow_networks[0]:") for line in lines)
     assert any(line.startswith(f"{p}:11: frobnicate: unknown setting") for line in lines)
@@ -103,7 +106,8 @@ def test_env_var_names_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"), [("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400), (45, 45), ("1.5h", 5400)]
+    ("value", "seconds"),
+    [("30s", 30), ("15m", 900), ("2h", 7200), ("1d", 86400), (45, 45), ("1.5h", 5400)],
 )
 def test_parse_duration(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds

@@ -16,7 +16,9 @@ from monitor.types import EntryData
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def entry(guid: str | None = None, link: str | None = None, title: str = "t", summary: str = "s") -> EntryData:
+def entry(
+    guid: str | None = None, link: str | None = None, title: str = "t", summary: str = "s"
+) -> EntryData:
     return EntryData(guid=guid, link=link, title=title, summary=summary)
 
 
@@ -34,7 +36,9 @@ def test_normalize_link_equates_variants(a: str, b: str) -> None:
 
 
 def test_normalize_link_keeps_distinct_pages_apart() -> None:
-    assert normalize_link("https://example.org/a?id=3") != normalize_link("https://example.org/a?id=4")
+    assert normalize_link("https://example.org/a?id=3") != normalize_link(
+        "https://example.org/a?id=4"
+    )
     assert normalize_link("https://example.org:8080/a") != normalize_link("https://example.org/a")
 
 
@@ -104,6 +108,13 @@ def test_render_has_everything_and_no_header_injection() -> None:
     )
     m = render(alert)
     assert "\r" not in m.title and "\n" not in m.title
-    for part in ("Example News", "2018-06-25", "https://news.example.org/story", "tech-worker-activism",
-                 "Salesforce, employees, letter, CBP", "650 Salesforce employees", "hit #42"):
+    for part in (
+        "Example News",
+        "2018-06-25",
+        "https://news.example.org/story",
+        "tech-worker-activism",
+        "Salesforce, employees, letter, CBP",
+        "650 Salesforce employees",
+        "hit #42",
+    ):
         assert part in m.body

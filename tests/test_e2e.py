@@ -22,7 +22,9 @@ SEED_TITLES = {
 }
 
 
-def _config(tmp_path: Path, site: Site, smtp: SMTP, webhook: Webhook, *, first: bool = True) -> Path:
+def _config(
+    tmp_path: Path, site: Site, smtp: SMTP, webhook: Webhook, *, first: bool = True
+) -> Path:
     return write_config(
         tmp_path / "monitor.yaml",
         database=tmp_path / "state" / "monitor.db",
@@ -114,7 +116,9 @@ def test_smtp_down_then_up_delivers_each_alert_once(
     assert sorted(s for c, s in statuses if c == "inbox") == ["pending", "pending"]
     assert sorted(s for c, s in statuses if c == "hook") == ["sent", "sent"]
     with sqlite3.connect(db) as conn:
-        errors = {r[0] for r in conn.execute("SELECT last_error FROM alerts WHERE channel = 'inbox'")}
+        errors = {
+            r[0] for r in conn.execute("SELECT last_error FROM alerts WHERE channel = 'inbox'")
+        }
     assert errors and all(e and "127.0.0.1" not in e for e in errors)
 
     smtp.start()
@@ -168,7 +172,9 @@ def test_broken_feeds_do_not_stop_the_others(
     assert "Timeout" in errors["slow.xml"]["last_error"]
     assert "not a feed" in errors["page.xml"]["last_error"]
     assert errors["feed.rss"]["last_error"] is None
-    assert all(errors[n]["consecutive_failures"] == 1 for n in ("broken.xml", "slow.xml", "page.xml"))
+    assert all(
+        errors[n]["consecutive_failures"] == 1 for n in ("broken.xml", "slow.xml", "page.xml")
+    )
     text = run_cli("--config", str(config), "feeds", "list").stdout
     assert "HTTP 500" in text and "1 failures" in text
 

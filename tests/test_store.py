@@ -17,25 +17,49 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 def new_entry(key: str, hits: int = 1) -> NewEntry:
     return NewEntry(
-        key=key, guid=key, link=f"https://x.org/{key}", link_norm=f"x.org/{key}", title=f"title {key}",
-        summary="summary", author=None, published=None, text="Salesforce employees signed a letter",
-        text_source="article", extract_error=None, language="en",
-        hits=tuple((f"rule{i}", ("Salesforce",), "Salesforce employees signed a letter", ()) for i in range(hits)),
+        key=key,
+        guid=key,
+        link=f"https://x.org/{key}",
+        link_norm=f"x.org/{key}",
+        title=f"title {key}",
+        summary="summary",
+        author=None,
+        published=None,
+        text="Salesforce employees signed a letter",
+        text_source="article",
+        extract_error=None,
+        language="en",
+        hits=tuple(
+            (f"rule{i}", ("Salesforce",), "Salesforce employees signed a letter", ())
+            for i in range(hits)
+        ),
     )
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = open_store(tmp_path / "m.db")
-    s.sync_config_feeds([{"url": "https://x.org/feed", "name": "X", "interval": 900, "alert_on_first_poll": False}], NOW)
+    s.sync_config_feeds(
+        [{"url": "https://x.org/feed", "name": "X", "interval": 900, "alert_on_first_poll": False}],
+        NOW,
+    )
     return s
 
 
-def poll(store: Store, entries: list[NewEntry], *, baseline: bool = False, etag: str | None = '"v1"') -> tuple[int, int]:
+def poll(
+    store: Store, entries: list[NewEntry], *, baseline: bool = False, etag: str | None = '"v1"'
+) -> tuple[int, int]:
     feed = store.active_feeds()[0]
     return store.record_poll(
-        feed, now=NOW, next_poll=NOW + timedelta(minutes=15), title="X", etag=etag,
-        last_modified=None, entries=entries, channels=("inbox", "team"), baseline=baseline,
+        feed,
+        now=NOW,
+        next_poll=NOW + timedelta(minutes=15),
+        title="X",
+        etag=etag,
+        last_modified=None,
+        entries=entries,
+        channels=("inbox", "team"),
+        baseline=baseline,
     )
 
 
@@ -56,7 +80,9 @@ def test_poll_writes_entries_hits_and_one_alert_per_channel(store: Store) -> Non
     assert poll(store, [new_entry("a", hits=2)]) == (0, 0)
     assert count(store, "alerts") == 4
     feed = store.active_feeds()[0]
-    assert feed.etag == '"v1"' and feed.last_success_at is not None and feed.consecutive_failures == 0
+    assert (
+        feed.etag == '"v1"' and feed.last_success_at is not None and feed.consecutive_failures == 0
+    )
 
 
 def test_baseline_poll_records_alerts_as_skipped(store: Store) -> None:
@@ -71,7 +97,9 @@ def test_full_text_search_finds_entries(store: Store) -> None:
     assert [r["key"] for r in rows] == ["a"]
 
 
-def test_crash_between_hit_and_outbox_leaves_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_between_hit_and_outbox_leaves_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """FAULTS D2: a hit without its outbox rows can never be observed."""
     conn = store.db.conn
 
@@ -111,7 +139,10 @@ def test_disk_full_rolls_back_and_recovers(store: Store) -> None:
 def test_writer_waits_for_a_held_lock_then_gives_up_cleanly(tmp_path: Path) -> None:
     """FAULTS D7/D8: another writer holds the lock; we fail the cycle, lose nothing."""
     s = open_store(tmp_path / "m.db")
-    s.sync_config_feeds([{"url": "https://x.org/feed", "name": "X", "interval": 900, "alert_on_first_poll": False}], NOW)
+    s.sync_config_feeds(
+        [{"url": "https://x.org/feed", "name": "X", "interval": 900, "alert_on_first_poll": False}],
+        NOW,
+    )
     other = sqlite3.connect(tmp_path / "m.db", isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     released = threading.Event()
