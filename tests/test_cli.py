@@ -183,8 +183,8 @@ def test_browse_serves_datasette_read_only(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitor", "--config", str(config), "browse", "--port", str(port)],
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
 
