@@ -446,6 +446,9 @@ def demo(keep: str | None) -> None:
     sys.exit(code)
 
 
+# Commands that live in their own modules are registered here, one line each.
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     try:

@@ -408,7 +408,7 @@ def _new_entry(key: str, entry: EntryData, article: Article, matches: list[Match
         text_source=article.source,
         extract_error=article.extract_error,
         language=article.language,
-        hits=tuple((m.rule, m.terms, m.sentence, m.channels) for m in matches),
+        hits=tuple(matches),
     )
 
 

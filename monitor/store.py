@@ -28,6 +28,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from monitor.exceptions import StoreError
+from monitor.types import Match
 
 BUSY_TIMEOUT_S = 5.0
 
@@ -119,6 +120,21 @@ def _m0003_entries_fts(db: sqlite_utils.Database) -> None:
     db.table("entries").enable_fts(["title", "text"], create_triggers=True, tokenize="porter")
 
 
+@migrations(name="0004_hit_metadata")
+def _m0004_hit_metadata(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        ALTER TABLE hits ADD COLUMN category TEXT;
+        ALTER TABLE hits ADD COLUMN score REAL NOT NULL DEFAULT 1.0;
+        -- JSON list of the rule's tags
+        ALTER TABLE hits ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+        """
+    )
+
+
+# New migrations go above this line, each a small function with a new name.
+
+
 def iso(dt: datetime | None) -> str | None:
     """UTC ISO 8601 with seconds, the one format dates are stored in."""
     if dt is None:
@@ -167,8 +183,8 @@ class NewEntry:
     text_source: str
     extract_error: str | None
     language: str | None
-    #: (rule, terms, sentence, channels)
-    hits: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...]
+    #: The rules that matched this entry's article.
+    hits: tuple[Match, ...]
 
 
 @dataclass(frozen=True)
@@ -370,17 +386,27 @@ class Store:
                 if cur.rowcount != 1:
                     continue
                 entry_id = cast(int, cur.lastrowid)
-                for rule, terms, sentence, rule_channels in e.hits:
+                for m in e.hits:
                     hit = db.execute(
-                        "INSERT INTO hits (entry_id, rule, terms, sentence, matched_at) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(entry_id, rule) DO NOTHING",
-                        [entry_id, rule, json.dumps(list(terms)), sentence, iso(now)],
+                        "INSERT INTO hits (entry_id, rule, terms, sentence, matched_at, "
+                        "category, score, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT(entry_id, rule) DO NOTHING",
+                        [
+                            entry_id,
+                            m.rule,
+                            json.dumps(list(m.terms), ensure_ascii=False),
+                            m.sentence,
+                            iso(now),
+                            m.category,
+                            m.score,
+                            json.dumps(list(m.tags), ensure_ascii=False),
+                        ],
                     )
                     if hit.rowcount != 1:
                         continue
                     hits += 1
                     hit_id = hit.lastrowid
-                    for channel in rule_channels or channels:
+                    for channel in m.channels or channels:
                         db.execute(
                             "INSERT INTO alerts (hit_id, channel, status, created_at, "
                             "next_attempt_at) VALUES (?, ?, ?, ?, ?) "

@@ -98,6 +98,12 @@ class Match:
     sentence: str
     #: Channel names the rule alerts; empty means every configured channel.
     channels: tuple[str, ...] = ()
+    #: The rule's category (e.g. ``government-contracts``), if it has one.
+    category: str | None = None
+    #: The rule's score for this article (1.0 for rules without weights).
+    score: float = 1.0
+    #: The rule's tags.
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 
 from monitor.exceptions import StoreError
 from monitor.store import NewEntry, Store, open_store
+from monitor.types import Match
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -30,7 +31,7 @@ def new_entry(key: str, hits: int = 1) -> NewEntry:
         extract_error=None,
         language="en",
         hits=tuple(
-            (f"rule{i}", ("Salesforce",), "Salesforce employees signed a letter", ())
+            Match(f"rule{i}", ("Salesforce",), "Salesforce employees signed a letter")
             for i in range(hits)
         ),
     )
@@ -197,3 +198,13 @@ def test_config_feeds_removed_from_the_file_stop_being_polled(store: Store) -> N
     store.add_feed("https://y.org/cli-feed", None, 600, NOW)
     store.sync_config_feeds([], NOW)
     assert [f.url for f in store.active_feeds()] == ["https://y.org/cli-feed"]
+
+
+def test_hit_metadata_is_stored(store: Store) -> None:
+    e = new_entry("a", hits=0)
+    m = Match(
+        "r", ("ICE",), "s", category="government-contracts", score=2.5, tags=("ice", "letter")
+    )
+    poll(store, [NewEntry(**{**e.__dict__, "hits": (m,)})])
+    row = next(store.db.query("SELECT category, score, tags FROM hits"))
+    assert row == {"category": "government-contracts", "score": 2.5, "tags": '["ice", "letter"]'}
