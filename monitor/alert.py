@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol, TextIO
+from urllib.parse import parse_qsl, urlsplit
 
 from monitor.config import AlertConfig, Secret
 from monitor.exceptions import AlertError, StoreError
@@ -189,9 +190,8 @@ class RedactingFilter(logging.Filter):
             url = secret.reveal()
             self._needles.append((url, f"<channel {name}>"))
             # Tokens also appear alone (e.g. in apprise's privacy URLs).
-            for part in re.split(r"[/?&=@:#]+", url.split("://", 1)[-1]):
-                if len(part) >= 8:
-                    self._needles.append((part, "***"))
+            for part in _secret_parts(url):
+                self._needles.append((part, "***"))
         self._needles.sort(key=lambda n: -len(n[0]))
 
     def scrub(self, text: str) -> str:
@@ -211,6 +211,20 @@ class RedactingFilter(logging.Filter):
             record.msg = clean
             record.args = None
         return True
+
+
+def _secret_parts(url: str) -> list[str]:
+    """The pieces of a URL that may be tokens: user info, path segments, query values.
+
+    The host is left out: masking "127.0.0.1" or "hooks.slack.com" in every
+    log line hides nothing secret and makes the logs useless.
+    """
+    parts = urlsplit(url)
+    pieces = [parts.username or "", parts.password or ""]
+    pieces += parts.path.split("/")
+    pieces += [v for _, v in parse_qsl(parts.query, keep_blank_values=True)]
+    # Short pieces (ports, "hook", "to=me") are not worth masking and would mangle logs.
+    return [p for p in pieces if len(p) >= 8]
 
 
 _installed: RedactingFilter | None = None

@@ -118,3 +118,17 @@ def test_render_has_everything_and_no_header_injection() -> None:
         "hit #42",
     ):
         assert part in m.body
+
+
+def test_redaction_masks_tokens_but_not_hosts() -> None:
+    """FAULTS C20: the token goes, the host stays readable."""
+    from monitor.alert import RedactingFilter
+    from monitor.config import Secret
+
+    url = "json://user:p4ssw0rd-long@127.0.0.1:8080/hooks/T0KEN1234567?key=abcdef123456"
+    f = RedactingFilter([("team", Secret(url))])
+    assert f.scrub(f"sending to {url}") == "sending to <channel team>"
+    scrubbed = f.scrub(
+        "GET http://127.0.0.1:8080/hooks/T0KEN1234567 key=abcdef123456 p4ssw0rd-long"
+    )
+    assert scrubbed == "GET http://127.0.0.1:8080/hooks/*** key=*** ***"
