@@ -1,12 +1,18 @@
 """Pure matching: ``Article`` x ``RuleSet`` -> ``[Match]`` with evidence.
 
-No I/O. The text (title, a newline, then the body) is cut into words once,
-with the same :func:`monitor.rules.split_words` that cut the terms, and every
-term is looked up by its first word, so the cost grows with the text, not with
-the number of rules. A term matches whole words only; a multi-word term also
-needs the same kind of gap between its words (any whitespace for a space, a
-hyphen for a hyphen). Sentences are found only for rules that matched, to
-pick the evidence shown in alerts.
+No I/O. The title and text are prepared once (capped, NFC, whitespace runs
+collapsed to one character so offsets stay put, typographic dashes and
+apostrophes made plain), then every term of every rule is found in one pass
+of an Aho-Corasick automaton over the lower-cased text
+(:class:`monitor.rules.TermIndex`); each candidate is checked for word
+boundaries and, for case-sensitive terms, the exact case. RE2 patterns run
+on their own. The rules' logic is then evaluated on the occurrences alone:
+fields and proximity (``within``) are ranges of the text. Sentences are cut
+only when a rule needs them or matched.
+
+:func:`reference_find_terms` is the slow, obviously-correct matcher (word by
+word, as the first version did); tests and ``bench/bench_match.py`` check
+that the automaton finds exactly what it finds.
 """
 
 from __future__ import annotations
@@ -15,21 +21,488 @@ import bisect
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import pairwise
 
-from monitor.rules import Rule, RuleSet, Term, TermIndex, normalize_gap, split_words
+from monitor.rules import (
+    Cond,
+    Condition,
+    Group,
+    Rule,
+    RuleSet,
+    Term,
+    TermIndex,
+    fold,
+    fold_cased,
+    lower_text,
+    normalize_gap,
+    split_words,
+)
 from monitor.types import Article, Match
 
-__all__ = ["MAX_TEXT_CHARS", "SENTENCE_CHARS", "find_terms", "match_article", "split_sentences"]
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "SENTENCE_CHARS",
+    "Explanation",
+    "Prepared",
+    "explain_article",
+    "find_terms",
+    "match_article",
+    "prepare",
+    "reference_find_terms",
+    "split_sentences",
+]
 
 #: Only this much of title + text is matched (FAULTS C19: a 5 MB page must not stall a poll).
 MAX_TEXT_CHARS = 200_000
 #: Evidence sentences are trimmed to about this many characters.
 SENTENCE_CHARS = 400
 
-# Invisible characters that split a word in two for the tokenizer but not
-# for a reader (soft hyphens are common in German news HTML).
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
+_INVISIBLE_RE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+# A whitespace run holding a line break becomes one line break, any other run
+# one space: each run keeps one character, so "open\n\n letter" is "open letter"
+# to the automaton while paragraphs still end sentences.
+_ODD_SPACE = re.compile(r"[^\S \n]")
+_TYPOGRAPHIC = re.compile("[\u2010-\u2013\u2212\u2018\u2019\u02bc]")
+_PLAIN: dict[str, str] = dict(
+    {
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u2212": "-",
+        "\u2019": "'",
+        "\u2018": "'",
+        "\u02bc": "'",
+    }
+)
+_WORD_TAIL = re.compile(r"[^\W_]*")
+_WORD = re.compile(r"[^\W_]+")
+# Words either side an exclusion looks at are counted only this far (characters).
+_NEAR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An article's title and text, ready for matching. All offsets are into ``shown``."""
+
+    #: Title, a line break, text: capped, NFC, whitespace runs collapsed.
+    shown: str
+    #: ``shown`` with plain dashes and apostrophes and line breaks as spaces (same length).
+    canon: str
+    #: ``canon`` lower-cased (same length): what the automaton reads.
+    low: str
+    #: Where the title ends (the line break after it is at this offset).
+    title_end: int
+
+
+def _clean(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
+    if _INVISIBLE_RE.search(text):
+        text = _INVISIBLE_RE.sub("", text)
+    # str.replace runs at memory speed; a regex over every character does not.
+    if _ODD_SPACE.search(text):
+        text = _ODD_SPACE.sub(" ", text)
+    while "  " in text:
+        text = text.replace("  ", " ")
+    text = text.replace(" \n", "\n").replace("\n ", "\n")
+    while "\n\n" in text:
+        text = text.replace("\n\n", "\n")
+    return text.strip()
+
+
+def prepare_text(text: str) -> str:
+    """Cap, NFC-normalise and clean ``text`` (no whitespace changes)."""
+    return _INVISIBLE_RE.sub("", unicodedata.normalize("NFC", text[:MAX_TEXT_CHARS]))
+
+
+def prepare(title: str, text: str) -> Prepared:
+    """Prepare an article's title and text (together capped at :data:`MAX_TEXT_CHARS`)."""
+    title = _clean(title[:MAX_TEXT_CHARS])
+    body = _clean(text[: max(0, MAX_TEXT_CHARS - len(title) - 1)])
+    shown = title + "\n" + body
+    canon = shown
+    if _TYPOGRAPHIC.search(shown):
+        for char, plain in _PLAIN.items():
+            canon = canon.replace(char, plain)
+    canon = canon.replace("\n", " ")
+    return Prepared(shown=shown, canon=canon, low=lower_text(canon), title_end=len(title))
+
+
+def find_terms(p: Prepared, index: TermIndex) -> dict[int, list[tuple[int, int]]]:
+    """Where each term of ``index`` occurs: term id -> sorted [(start, end)] in ``p.shown``."""
+    low, canon = p.low, p.canon
+    n = len(low)
+    hits: dict[int, list[tuple[int, int]]] = {}
+    if index.automaton is not None:
+        for last, (length, values) in index.automaton.iter(low):
+            start = last - length + 1
+            if start and low[start - 1].isalnum():
+                continue
+            after = last + 1
+            more = after < n and low[after].isalnum()
+            for tid, exact, prefix in values:
+                if more and not prefix:
+                    continue
+                if exact is not None and canon[start:after] != exact:
+                    continue
+                stop = _WORD_TAIL.match(low, after).end() if more else after  # type: ignore[union-attr]
+                hits.setdefault(tid, []).append((start, stop))
+    for tid, rx in index.regexes:
+        spans = [m.span() for m in rx.finditer(canon)]
+        if spans:
+            hits.setdefault(tid, []).extend(spans)
+    if index.slow:
+        found = reference_find_terms(p, [index.terms[i] for i in index.slow])
+        for k, spans in found.items():
+            hits.setdefault(index.slow[k], []).extend(spans)
+    for spans in hits.values():
+        spans.sort()
+    return hits
+
+
+def reference_find_terms(p: Prepared, terms: Sequence[Term]) -> dict[int, list[tuple[int, int]]]:
+    """The brute-force reference for :func:`find_terms`: every term tried at every word.
+
+    Slow on purpose: it shares nothing with the automaton but the definition
+    of a word (:func:`monitor.rules.split_words`) and of folding.
+    """
+    text = p.shown
+    words = list(split_words(text))
+    folded = [fold(w.group()) for w in words]
+    cased = [fold_cased(w.group()) for w in words]
+    hits: dict[int, list[tuple[int, int]]] = {}
+    for tid, term in enumerate(terms):
+        if term.regex:
+            continue
+        n = len(term.words)
+        for i in range(len(words) - n + 1):
+            ok = True
+            for k in range(n):
+                got = cased[i + k] if term.case_sensitive else folded[i + k]
+                want = term.folded[k]
+                last = k == n - 1
+                if not (got.startswith(want) if term.prefix and last else got == want):
+                    ok = False
+                    break
+                if (
+                    k
+                    and normalize_gap(text[words[i + k - 1].end() : words[i + k].start()])
+                    != (term.gaps[k - 1])
+                ):
+                    ok = False
+                    break
+            if ok:
+                hits.setdefault(tid, []).append((words[i].start(), words[i + n - 1].end()))
+    return hits
+
+
+# --------------------------------------------------------------------------
+# Evaluating rules on the occurrences
+
+
+@dataclass
+class _Result:
+    """What a condition matched: term ids, their spans, score and categories."""
+
+    spans: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    score: float = 0.0
+    categories: list[str] = field(default_factory=list)
+
+    def add(self, other: _Result) -> None:
+        for tid, spans in other.spans.items():
+            self.spans.setdefault(tid, []).extend(spans)
+        self.score += other.score
+        self.categories += other.categories
+
+
+class _Context:
+    """One article's occurrences and the lazily computed things rules may need."""
+
+    def __init__(self, p: Prepared, index: TermIndex, hits: dict[int, list[tuple[int, int]]]):
+        self.p = p
+        self.index = index
+        self.hits = hits
+        self._groups: dict[int, dict[int, list[tuple[int, int]]]] = {}
+        self._starts: dict[int, list[int]] = {}
+        self._sentences: list[tuple[int, int]] | None = None
+
+    @property
+    def sentences(self) -> list[tuple[int, int]]:
+        if self._sentences is None:
+            self._sentences = split_sentences(self.p.shown)
+        return self._sentences
+
+    def occurrences(self, g: Group) -> dict[int, list[tuple[int, int]]]:
+        """Term id -> spans of ``g``'s terms, minus those cancelled by ``unless`` context."""
+        key = id(g)
+        if key in self._groups:
+            return self._groups[key]
+        ids = self.index.ids
+        members = self.index.groups.get(key)
+        if members is None:  # a group built outside the indexed rules
+            members = frozenset(ids[t] for t in g.terms)
+        out = {tid: self.hits[tid] for tid in members & self.hits.keys()}
+        if g.unless and out:
+            near = sorted(s for t in g.unless for s in self.hits.get(ids[t], ()))
+            if near:
+                out = {
+                    tid: kept
+                    for tid, spans in out.items()
+                    if (kept := [s for s in spans if not self._near(s, near, g.window)])
+                }
+        self._groups[key] = out
+        return out
+
+    def _near(self, span: tuple[int, int], near: list[tuple[int, int]], window: int) -> bool:
+        canon = self.p.canon
+        k = bisect.bisect_left(near, span)
+        for j in (k - 1, k, k + 1):
+            if not 0 <= j < len(near) or near[j] == span:
+                continue
+            a, b = sorted((near[j], span))
+            if b[0] - a[1] > _NEAR_CHARS:
+                continue
+            if b[0] < a[1] or len(_WORD.findall(canon, a[1], b[0])) < window:
+                return True
+        return False
+
+    def starts(self, c: Condition) -> list[int]:
+        """Sorted starts of the occurrences of ``c``'s positive terms (for windows)."""
+        key = id(c)
+        if key not in self._starts:
+            found: set[int] = set()
+            stack: list[Cond] = [*c.all, *c.any]
+            while stack:
+                x = stack.pop()
+                if isinstance(x, Group):
+                    for spans in self.occurrences(x).values():
+                        found.update(s for s, _ in spans)
+                else:
+                    stack.extend((*x.all, *x.any))
+            self._starts[key] = sorted(found)
+        return self._starts[key]
+
+    def window_end(self, start: int, words: int) -> int:
+        end = start
+        for n, m in enumerate(_WORD.finditer(self.p.canon, start), 1):
+            end = m.end()
+            if n >= words:
+                break
+        return end
+
+
+def _eval(c: Cond, ctx: _Context, lo: int, hi: int) -> _Result | None:
+    if isinstance(c, Group):
+        res = None
+        for tid, spans in ctx.occurrences(c).items():
+            k1 = bisect.bisect_left(spans, (lo, -1))
+            k2 = bisect.bisect_left(spans, (hi, -1))
+            inside = [s for s in spans[k1:k2] if s[1] <= hi]
+            if inside:
+                if res is None:
+                    res = _Result(score=c.weight or 0.0)
+                res.spans[tid] = inside
+        return res
+    if c.field == "title":
+        hi = min(hi, ctx.p.title_end)
+    elif c.field == "text":
+        lo = max(lo, ctx.p.title_end + 1)
+    if lo >= hi:
+        return None
+    if c.within is None:
+        return _eval_plain(c, ctx, lo, hi)
+    if not _possible(c, ctx, lo, hi):
+        return None  # cheap: not even the whole range has what a window needs
+    starts = ctx.starts(c)
+    k1, k2 = bisect.bisect_left(starts, lo), bisect.bisect_left(starts, hi)
+    if c.within == "sentence":
+        sentences = ctx.sentences
+        begins = [s for s, _ in sentences]
+        tried: set[int] = set()
+        for s in starts[k1:k2]:
+            k = bisect.bisect_right(begins, s) - 1
+            if k < 0 or k in tried:
+                continue
+            tried.add(k)
+            a, b = sentences[k]
+            res = _eval_plain(c, ctx, max(a, lo), min(b, hi))
+            if res is not None:
+                return res
+        return None
+    assert isinstance(c.within, int)
+    for s in starts[k1:k2]:
+        res = _eval_plain(c, ctx, s, min(hi, ctx.window_end(s, c.within)))
+        if res is not None:
+            return res
+    return None
+
+
+def _possible(c: Cond, ctx: _Context, lo: int, hi: int) -> bool:
+    """Whether the positive parts of ``c`` (ignoring ``none`` and windows) hold in the range."""
+    if isinstance(c, Group):
+        return _eval(c, ctx, lo, hi) is not None
+    if not all(_possible(x, ctx, lo, hi) for x in c.all):
+        return False
+    return not c.any or sum(_possible(x, ctx, lo, hi) for x in c.any) >= c.at_least
+
+
+def _eval_plain(c: Condition, ctx: _Context, lo: int, hi: int) -> _Result | None:
+    out = _Result(score=c.weight or 0.0, categories=[c.category] if c.category else [])
+    for sub in c.all:
+        res = _eval(sub, ctx, lo, hi)
+        if res is None:
+            return None
+        out.add(res)
+    if c.any:
+        found = 0
+        for sub in c.any:
+            res = _eval(sub, ctx, lo, hi)
+            if res is not None:
+                found += 1
+                out.add(res)
+        if found < c.at_least:
+            return None
+    if any(_eval(sub, ctx, lo, hi) is not None for sub in c.none):
+        return None
+    return out
+
+
+def _language_ok(rule: Rule, language: str | None) -> bool:
+    if not rule.languages or not language:
+        return True
+    return language.split("-")[0].split("_")[0].lower() in rule.languages
+
+
+def _weighted(rule: Rule) -> bool:
+    return rule.threshold is not None or any(_has_weight(c) for c in (*rule.all, *rule.any))
+
+
+def _has_weight(c: Cond) -> bool:
+    if c.weight is not None:
+        return True
+    return isinstance(c, Condition) and any(_has_weight(x) for x in (*c.all, *c.any))
+
+
+def _rule_result(rule: Rule, ctx: _Context, language: str | None) -> _Result | None:
+    if not _language_ok(rule, language):
+        return None
+    res = _eval(rule.condition, ctx, 0, len(ctx.p.shown))
+    if res is None:
+        return None
+    if not _weighted(rule):
+        res.score = 1.0
+    elif rule.threshold is not None and res.score < rule.threshold:
+        return None
+    return res
+
+
+def _to_match(rule: Rule, res: _Result, ctx: _Context) -> Match:
+    terms = ctx.index.terms
+    order = sorted(res.spans, key=lambda t: (min(res.spans[t])[0], terms[t].written))
+    categories = list(dict.fromkeys(res.categories))
+    category = categories[0] if categories else rule.category
+    return Match(
+        rule=rule.name,
+        terms=tuple(dict.fromkeys(terms[t].shown for t in order)),
+        sentence=_evidence(ctx.p.shown, ctx.sentences, [res.spans[t] for t in order]),
+        channels=rule.channels,
+        category=category,
+        score=round(res.score, 6),
+        tags=tuple(dict.fromkeys((*rule.tags, *categories))),
+        alert=rule.alert,
+    )
+
+
+def match_article(article: Article, ruleset: RuleSet) -> list[Match]:
+    """Return one :class:`Match` per rule of ``ruleset`` that ``article`` satisfies.
+
+    The title and text are matched together (only the first
+    :data:`MAX_TEXT_CHARS`). Each match lists the rule's matched terms as the
+    rule wrote them (``ICE``, ``Mitarbeiter*``; no ``=`` marker), in the order
+    they first occur, and the sentence holding the most of them; its category
+    is the first matching sub-condition's ``category`` (else the rule's), its
+    tags the rule's plus every matching category.
+
+    >>> from monitor.rules import rules_from_text
+    >>> rs = rules_from_text("rules: [{name: r, all: [[Salesforce], [Mitarbeiter*]]}]")
+    >>> m = match_article(Article(url=None, title="", text="Salesforce-Mitarbeiterinnen."), rs)
+    >>> m[0].terms
+    ('Salesforce', 'Mitarbeiter*')
+    """
+    p = prepare(article.title, article.text)
+    index = ruleset.term_index
+    hits = find_terms(p, index)
+    if not hits:
+        return []
+    ctx = _Context(p, index, hits)
+    out = []
+    for rule in ruleset.rules:
+        res = _rule_result(rule, ctx, article.language)
+        if res is not None:
+            out.append(_to_match(rule, res, ctx))
+    return out
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a rule matched an article, or what it missed."""
+
+    rule: str
+    #: The match, if the rule matched.
+    match: Match | None
+    #: For a rule that did not match: what was missing or what vetoed it.
+    missing: tuple[str, ...] = ()
+    #: For a rule that did not match: the terms it did find.
+    found: tuple[str, ...] = ()
+
+    @property
+    def close(self) -> bool:
+        """Did not match, but found something and lacked at most two things."""
+        return self.match is None and bool(self.found) and len(self.missing) <= 2
+
+
+def explain_article(article: Article, ruleset: RuleSet) -> list[Explanation]:
+    """One :class:`Explanation` per rule: the match, or what was missing."""
+    p = prepare(article.title, article.text)
+    index = ruleset.term_index
+    hits = find_terms(p, index)
+    ctx = _Context(p, index, hits)
+    out = []
+    for rule in ruleset.rules:
+        res = _rule_result(rule, ctx, article.language)
+        if res is not None:
+            out.append(Explanation(rule.name, _to_match(rule, res, ctx)))
+            continue
+        missing: list[str] = []
+        if not _language_ok(rule, article.language):
+            missing.append(f"language {article.language} is not one of {', '.join(rule.languages)}")
+        whole = (0, len(p.shown))
+        for c in rule.all:
+            if _eval(c, ctx, *whole) is None:
+                missing.append(f"all: {c.describe()}")
+        if rule.any:
+            got = sum(_eval(c, ctx, *whole) is not None for c in rule.any)
+            if got < rule.at_least:
+                shown = "; ".join(c.describe() for c in rule.any[:6])
+                missing.append(f"any: {got} of {rule.at_least} needed ({shown})")
+        for c in rule.none:
+            if _eval(c, ctx, *whole) is not None:
+                missing.append(f"none: vetoed by {c.describe()}")
+        if not missing and rule.within is not None:
+            missing.append(f"not all within {rule.within}")
+        if not missing and rule.field is not None:
+            missing.append(f"not all in the {rule.field}")
+        if not missing and rule.threshold is not None:
+            missing.append(f"score below the threshold {rule.threshold:g}")
+        found = tuple(
+            dict.fromkeys(
+                index.terms[index.ids[t]].shown for t in rule.terms() if index.ids[t] in hits
+            )
+        )
+        out.append(Explanation(rule.name, None, tuple(missing), found))
+    return out
+
 
 # A sentence ends at . ! ? or … (plus closing quotes/brackets) before
 # whitespace, or at a line break (paragraphs, and the title line); neither
@@ -108,113 +581,6 @@ _MONTHS = frozenset(
     ]
 )
 _SPACES = re.compile(r"\s+")
-
-
-def match_article(article: Article, ruleset: RuleSet) -> list[Match]:
-    """Return one :class:`Match` per rule of ``ruleset`` that ``article`` satisfies.
-
-    The title and text are matched together (only the first
-    :data:`MAX_TEXT_CHARS`). Each match lists the rule's matched terms as the
-    rule wrote them (``ICE``, ``Mitarbeiter*``; no ``=`` marker), in the order they first occur, and the sentence holding
-    the most of them.
-
-    >>> from monitor.rules import rules_from_text
-    >>> rs = rules_from_text("rules: [{name: r, all: [[Salesforce], [Mitarbeiter*]]}]")
-    >>> m = match_article(Article(url=None, title="", text="Salesforce-Mitarbeiterinnen."), rs)
-    >>> m[0].terms
-    ('Salesforce', 'Mitarbeiter*')
-    """
-    text = prepare_text(article.title + "\n" + article.text)
-    index = ruleset.term_index
-    hits = find_terms(text, index)
-    if not hits:
-        return []
-    sentences: list[tuple[int, int]] | None = None
-    out = []
-    for rule in ruleset.rules:
-        matched = _rule_terms(rule, index, hits)
-        if matched is None:
-            continue
-        if sentences is None:
-            sentences = split_sentences(text)
-        out.append(
-            Match(
-                rule=rule.name,
-                terms=tuple(dict.fromkeys(t.text + ("*" if t.prefix else "") for t in matched)),
-                sentence=_evidence(text, sentences, [hits[index.ids[t]] for t in matched]),
-                channels=rule.channels,
-            )
-        )
-    return out
-
-
-def prepare_text(text: str) -> str:
-    """Cap, NFC-normalise and clean ``text`` the way :func:`match_article` does."""
-    return unicodedata.normalize("NFC", text[:MAX_TEXT_CHARS]).translate(_INVISIBLE)
-
-
-def find_terms(text: str, index: TermIndex) -> dict[int, list[tuple[int, int]]]:
-    """Where each term of ``index`` occurs in ``text``: term id -> [(start, end)].
-
-    ``text`` should come from :func:`prepare_text`.
-    """
-    words = list(split_words(text))
-    folded = [w.group().casefold() for w in words]
-    first_word, prefixes = index.first_word, index.prefixes
-    hits: dict[int, list[tuple[int, int]]] = {}
-    for i, f in enumerate(folded):
-        candidates: list[int] = list(first_word.get(f, ()))
-        for n, table in prefixes.items():
-            if len(f) >= n and (ids := table.get(f[:n])):
-                candidates.extend(ids)
-        for tid in candidates:
-            end = _match_at(index.terms[tid], i, words, folded, text)
-            if end is not None:
-                hits.setdefault(tid, []).append((words[i].start(), end))
-    return hits
-
-
-def _match_at(
-    term: Term, i: int, words: Sequence[re.Match[str]], folded: Sequence[str], text: str
-) -> int | None:
-    """The end offset of ``term`` if it starts at word ``i``, else None."""
-    n = len(term.words)
-    if i + n > len(words):
-        return None
-    want = term.folded
-    for k in range(n):
-        got = words[i + k].group() if term.case_sensitive else folded[i + k]
-        if term.prefix and k == n - 1:
-            if not got.startswith(want[k]):
-                return None
-        elif got != want[k]:
-            return None
-        if (
-            k
-            and normalize_gap(text[words[i + k - 1].end() : words[i + k].start()])
-            != (term.gaps[k - 1])
-        ):
-            return None
-    return words[i + n - 1].end()
-
-
-def _rule_terms(
-    rule: Rule, index: TermIndex, hits: dict[int, list[tuple[int, int]]]
-) -> list[Term] | None:
-    """The rule's matched ``all``/``any`` terms in text order, or None if it fails."""
-    ids = index.ids
-
-    def group_hit(terms: Sequence[Term]) -> bool:
-        return any(ids[t] in hits for t in terms)
-
-    if not all(group_hit(g.terms) for g in rule.all):
-        return None
-    if rule.any and not any(group_hit(g.terms) for g in rule.any):
-        return None
-    if any(group_hit(g.terms) for g in rule.none):
-        return None
-    matched = {t for g in (*rule.all, *rule.any) for t in g.terms if ids[t] in hits}
-    return sorted(matched, key=lambda t: (hits[ids[t]][0][0], t.written))
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:

@@ -104,6 +104,8 @@ class Match:
     score: float = 1.0
     #: The rule's tags.
     tags: tuple[str, ...] = ()
+    #: False for a tag-only rule (``alert: false``): record the hit, send nothing by default.
+    alert: bool = True
 
 
 @dataclass(frozen=True)

@@ -309,20 +309,20 @@ def _labelled() -> list[tuple[Article, int]]:
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not beside the project")
 def test_dev_corpus_precision_and_recall_floor(shipped: RuleSet) -> None:
-    """Measured on articles-dev.jsonl: P=1.00, R=1.00 (40/40, 0 false of 36). Floor below."""
+    """Measured on articles-dev.jsonl: P=1.00, R=1.00 (40/40, 0 false of 36); targets P>=0.97, R>=0.95."""
     results = [(bool(match_article(a, shipped)), label) for a, label in _labelled()]
     tp = sum(1 for hit, label in results if hit and label)
     fp = sum(1 for hit, label in results if hit and not label)
     fn = sum(1 for hit, label in results if not hit and label)
     precision, recall = tp / (tp + fp), tp / (tp + fn)
-    assert precision >= 0.95, (precision, recall)
-    assert recall >= 0.90, (precision, recall)
+    assert precision >= 0.97, (precision, recall)
+    assert recall >= 0.95, (precision, recall)
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus is not beside the project")
 def test_collective_actions_recall_floor(shipped: RuleSet) -> None:
-    """Measured on collective-actions-dev.jsonl (short descriptions): 149/253 = 0.59."""
+    """Measured on collective-actions-dev.jsonl (short descriptions): 238/253 = 0.94; target 0.90."""
     with (CORPUS / "collective-actions-dev.jsonl").open(encoding="utf-8") as f:
         records = [json.loads(line)["description"] for line in f]
     found = sum(1 for text in records if match_article(art(text), shipped))
-    assert found / len(records) >= 0.55, found
+    assert found / len(records) >= 0.90, found

@@ -103,11 +103,13 @@ rules:
         f"{p}:6: rules[1].name: duplicate rule name 'ok' (first at {p}:4)",
         f"{p}:7: rules[1].all: expected a list",
         f"{p}:8: rules[1].colour: unknown key; expected one of: "
-        "name, description, channels, all, any, none",
+        "name, description, category, tags, severity, languages, channels, mode, schedule, "
+        "alert, threshold, all, any, none, at_least, field, within",
         f"{p}:11: rules[2].all[0][1]: empty term '': it needs letters or digits",
         f"{p}:12: rules[2].all[1]: unknown term list $nowhere (known: $companies)",
         f"{p}:13: rules[2].none[0][0].case_sensitive: expected true or false",
         f"{p}:14: rules[3].name: missing; every rule needs a name",
+        f"{p}:14: rules[3]: a rule needs at least one group under `all` or `any`",
     }
     # Every line has the documented shape, and str() shows them all.
     for line in info.value.errors:

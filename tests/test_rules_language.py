@@ -1,0 +1,273 @@
+"""The full rule language: entities, logic, scopes, exclusions, RE2, metadata, golden files."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from monitor.exceptions import RuleError
+from monitor.match import find_terms, match_article, prepare, reference_find_terms
+from monitor.rules import Term, TermIndex, load_rules, rules_from_text
+from monitor.types import Article
+
+DATA = Path(__file__).parent / "data" / "rules"
+
+
+def art(text: str, title: str = "", language: str | None = None) -> Article:
+    return Article(url=None, title=title, text=text, language=language)
+
+
+def names(rules_text: str, text: str, **kw: str) -> list[str]:
+    return [m.rule for m in match_article(art(text, **kw), rules_from_text(rules_text))]
+
+
+# -- golden files: rules beside the matches they must give
+
+
+@pytest.mark.parametrize("case", sorted(DATA.glob("*.cases.json")), ids=lambda p: p.name)
+def test_golden_rule_files(case: Path) -> None:
+    rules = load_rules(case.with_name(case.name.replace(".cases.json", ".yaml")))
+    for item in json.loads(case.read_text(encoding="utf-8")):
+        got = [
+            {
+                "rule": m.rule,
+                "category": m.category,
+                "score": m.score,
+                "terms": list(m.terms),
+                "tags": list(m.tags),
+                **({"alert": False} if not m.alert else {}),
+            }
+            for m in match_article(art(item["text"], title=item["title"]), rules)
+        ]
+        assert got == item["expect"], item["text"]
+
+
+def test_single_file_brings_the_entities_directory_beside_it() -> None:
+    rs = load_rules(DATA / "language.yaml")
+    assert set(rs.entities) == {"microsoft", "github", "ice"}
+    assert any(f.endswith("entities/orgs.yaml") for f in rs.files)
+
+
+# -- entities
+
+
+def test_entity_includes_subsidiaries_and_cycles_are_errors() -> None:
+    text = """
+entities:
+  a: {aliases: [Alpha], includes: [b]}
+  b: {aliases: [Beta], includes: [a]}
+  c: [Gamma]
+rules: [{name: r, all: ["@c", "@a", "@zzz"]}]
+"""
+    with pytest.raises(RuleError) as info:
+        rules_from_text(text)
+    errors = "\n".join(info.value.errors)
+    assert "cycle: a -> b -> a" in errors
+    assert "rules[0].all[2]: unknown entity @zzz" in errors
+
+
+def test_entity_unknown_include_and_empty_entity() -> None:
+    with pytest.raises(RuleError) as info:
+        rules_from_text(
+            "entities: {a: {includes: [nope]}, b: {kind: x}}\nrules: [{name: r, any: [x]}]"
+        )
+    errors = "\n".join(info.value.errors)
+    assert "entities.a.includes[0]: unknown entity 'nope'" in errors
+    assert "entities.b: an entity needs `aliases` or `includes`" in errors
+
+
+def test_ice_near_train_words_does_not_count() -> None:
+    rules = "entities: {ice: {aliases: [=ICE], unless_near: [Zug, train], window: 3}}\n"
+    rules += "rules: [{name: r, all: ['@ice']}]"
+    assert names(rules, "Der ICE-Zug fiel aus.") == []
+    assert names(rules, "The ICE train was late.") == []
+    assert names(rules, "Workers protest the ICE contract.") == ["r"]
+    # far enough from the train word, the agency counts again
+    assert names(rules, "Der Zug fiel aus. Heute aber protestieren viele gegen ICE.") == ["r"]
+
+
+# -- terms: spellings, case, prefixes
+
+
+@pytest.mark.parametrize(
+    ("term", "text"),
+    [
+        ("Beschäftigte", "die Beschaeftigten BESCHAEFTIGTE"),
+        ("Beschaeftigte", "die Beschäftigte"),
+        ("Straße", "STRASSE"),
+        ("Müller*", "Muellers"),
+        ("Mu*", "Müller"),
+        ("=Überwachung", "Ueberwachung"),
+    ],
+)
+def test_umlaut_spellings(term: str, text: str) -> None:
+    assert names(f"rules: [{{name: r, any: ['{term}']}}]", text) == ["r"]
+
+
+def test_case_sensitive_term_keeps_case_across_spellings() -> None:
+    assert names("rules: [{name: r, any: ['=Überwachung']}]", "ueberwachung") == []
+
+
+# -- logic and scope
+
+
+def test_nested_all_any_none_and_at_least() -> None:
+    rules = """
+rules:
+  - name: r
+    all:
+      - any:
+          - all: [[Google], [employees]]
+          - all: [[Amazon], [workers]]
+        none: [[earnings]]
+    any: [[letter], [petition], [walkout]]
+    at_least: 2
+"""
+    assert names(rules, "Google employees: a letter and a petition.") == ["r"]
+    assert names(rules, "Google employees: a letter.") == []
+    assert names(rules, "Amazon workers: letter, walkout.") == ["r"]
+    assert names(rules, "Amazon workers: letter, walkout, earnings.") == []
+
+
+def test_field_language_and_metadata() -> None:
+    rules = """
+rules:
+  - name: r
+    languages: [de]
+    severity: critical
+    mode: digest
+    schedule: daily 08:00
+    channels: [inbox]
+    field: text
+    any: [[Streik]]
+"""
+    rs = rules_from_text(rules)
+    rule = rs.rules[0]
+    assert (rule.severity, rule.mode, rule.schedule, rule.languages) == (
+        "critical",
+        "digest",
+        "daily 08:00",
+        ("de",),
+    )
+    assert names(rules, "Streik!", language="de") == ["r"]
+    assert names(rules, "Streik!", language="en") == []
+    assert names(rules, "Streik!") == ["r"]  # unknown language: matched
+    assert names(rules, "nichts", title="Streik", language="de") == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("{name: r, mode: digest, any: [x]}", "rules[0].schedule: missing; a digest rule"),
+        ("{name: r, mode: later, any: [x]}", "rules[0].mode: expected one of immediate, digest"),
+        (
+            "{name: r, mode: digest, schedule: 'daily 25:00', any: [x]}",
+            "rules[0].schedule: expected",
+        ),
+        ("{name: r, schedule: hourly, any: [x]}", "rules[0].schedule: only a digest rule"),
+        ("{name: r, severity: huge, any: [x]}", "rules[0].severity: expected one of"),
+        ("{name: r, languages: [English], any: [x]}", "rules[0].languages[0]: 'English' is not"),
+        ("{name: r, threshold: 2, any: [x]}", "rules[0].threshold: no condition has a `weight`"),
+        ("{name: r, at_least: 3, any: [x, y]}", "rules[0].at_least: 3 is more than the 2"),
+        ("{name: r, within: soon, any: [x]}", "rules[0].within: expected `sentence` or a number"),
+        ("{name: r, field: body, any: [x]}", "rules[0].field: expected title or text"),
+        ("{name: r, alert: maybe, any: [x]}", "rules[0].alert: expected true or false"),
+    ],
+)
+def test_metadata_errors(rule: str, expected: str) -> None:
+    with pytest.raises(RuleError) as info:
+        rules_from_text(f"rules: [{rule}]")
+    assert any(expected in e for e in info.value.errors), info.value.errors
+
+
+# -- RE2 (FAULTS C15, C16)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["(a)\\\\1", "a(?=b)", "(?<!x)a", "["],
+    ids=["backref", "lookahead", "lookbehind", "bad"],
+)
+def test_non_re2_patterns_are_load_errors(pattern: str) -> None:
+    """C16: a backreference, lookaround or invalid pattern rejects the whole file."""
+    with pytest.raises(RuleError) as info:
+        rules_from_text(
+            f'rules: [{{name: r, any: [{{regex: "{pattern}"}}]}}, {{name: ok, any: [x]}}]'
+        )
+    assert any("rules[0].any[0].regex: invalid or non-RE2" in e for e in info.value.errors)
+
+
+def test_redos_pattern_runs_in_linear_time() -> None:
+    """C15: (a|aa)+$ and (a+)+$ on hostile text finish quickly under RE2."""
+    rs = rules_from_text('rules: [{name: r, any: [{regex: "(a|aa)+$"}, {regex: "(a+)+b"}]}]')
+    start = time.monotonic()
+    match_article(art("a" * 100_000 + "!"), rs)
+    assert time.monotonic() - start < 5  # generous; backtracking would take ages
+
+
+def test_empty_matching_regex_is_an_error() -> None:
+    with pytest.raises(RuleError, match="matches the empty string"):
+        rules_from_text('rules: [{name: r, any: [{regex: "x*"}]}]')
+
+
+# -- loading is all or nothing
+
+
+def test_broken_directory_loads_nothing_and_lists_every_error(tmp_path: Path) -> None:
+    (tmp_path / "entities").mkdir()
+    (tmp_path / "entities" / "e.yaml").write_text("entities: {a: [Alpha]}\n", encoding="utf-8")
+    (tmp_path / "good.yaml").write_text("rules: [{name: good, any: ['@a']}]\n", encoding="utf-8")
+    (tmp_path / "bad.yaml").write_text(
+        "rules:\n  - name: bad\n    any: ['@nope', {regex: '(x)\\1'}]\n    colour: red\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "evil.yaml").write_text(
+        "rules: [{name: evil, any: [!!python/object/apply:os.system [echo]]}]\n", encoding="utf-8"
+    )
+    (tmp_path / "yaml.yaml").write_text("rules: [\n", encoding="utf-8")
+    with pytest.raises(RuleError) as info:
+        load_rules(tmp_path)
+    errors = info.value.errors
+    bad = str(tmp_path / "bad.yaml")
+    assert any(e.startswith(f"{bad}:3: rules[0].any[0]: unknown entity @nope") for e in errors)
+    assert any(e.startswith(f"{bad}:3: rules[0].any[1].regex: invalid") for e in errors)
+    assert any(e.startswith(f"{bad}:4: rules[0].colour: unknown key") for e in errors)
+    assert any(e.startswith(f"{tmp_path / 'yaml.yaml'}:2: : invalid YAML") for e in errors)
+    assert any("tag:yaml.org,2002:python/object/apply" in e for e in errors)
+
+
+# -- the automaton equals the brute-force reference
+
+
+_ALPHA = "abcdeäöüßAEOUSsu"
+_word = st.text(alphabet=_ALPHA, min_size=1, max_size=5)
+_gap = st.sampled_from([" ", "-", "  ", "\n", ", ", "'", "\u2013", " - "])
+
+
+@st.composite
+def _term(draw: st.DrawFn) -> Term:
+    words = draw(st.lists(_word, min_size=1, max_size=3))
+    gaps = [draw(st.sampled_from([" ", "-", "- "])) for _ in words[1:]]
+    text = words[0] + "".join(g + w for g, w in zip(gaps, words[1:], strict=True))
+    return Term(text, case_sensitive=draw(st.booleans()), prefix=draw(st.booleans()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_term(), min_size=1, max_size=8, unique=True),
+    st.lists(st.tuples(_word, _gap), max_size=30),
+)
+def test_automaton_equals_reference(terms: list[Term], pieces: list[tuple[str, str]]) -> None:
+    """Word boundaries, case rules, prefixes, spellings and gaps: same occurrences."""
+    assume(all(t.spellings() is not None for t in terms))  # the loader rejects the others
+    index = TermIndex.from_terms(terms)
+    text = "".join(w + g for w, g in pieces)
+    # Put each term into the text once too, so matches are common.
+    text += " " + " | ".join(t.text for t in terms)
+    p = prepare("", text)
+    assert find_terms(p, index) == reference_find_terms(p, index.terms)
