@@ -33,7 +33,9 @@ MAX_CONFIG_BYTES = 1024 * 1024
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*|credential:[A-Za-z0-9_.-]+)\}")
+#: systemd sets this to the directory of the LoadCredential= files.
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 
 
 class Secret:
@@ -100,6 +102,27 @@ class AlertConfig:
     max_backoff: float = 3600.0
     #: Seconds one send may take.
     send_timeout: float = 30.0
+    #: Channel for operator notices (stale feeds, dead alerts, a broken rules edit);
+    #: None logs them only. Notices about this channel itself are logged, never sent
+    #: through it, so a failing channel cannot loop on itself.
+    operator_channel: str | None = None
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """How the daemon schedules feeds, watches their health and reports on itself."""
+
+    #: Learn each feed's interval from how often it publishes (within the bounds below).
+    adaptive: bool = True
+    #: Bounds of a learnt interval; an explicitly shorter feed ``interval`` lowers the floor.
+    min_interval: float = 300.0
+    max_interval: float = 6 * 3600.0
+    #: A feed failing this long, or silent far beyond its rhythm and this long, is stale.
+    stale_after: float = 86400.0
+    #: Seconds running polls get to finish on SIGTERM before they are cancelled.
+    stop_grace: float = 20.0
+    #: Port of the Prometheus endpoint on 127.0.0.1; None keeps it off.
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,7 @@ class Settings:
     channels: Mapping[str, Secret] = field(default_factory=dict)
     fetch: FetchConfig = FetchConfig()
     alerts: AlertConfig = AlertConfig()
+    daemon: DaemonConfig = DaemonConfig()
 
 
 def config_path(explicit: str | None = None) -> Path:
@@ -140,10 +164,24 @@ def parse_duration(value: object) -> float:
 
 
 def expand_env(value: str, environ: Mapping[str, str]) -> str:
-    """Replace ``${VAR}`` with the variable's value; KeyError names a missing one."""
+    """Replace ``${VAR}`` with the variable's value; KeyError names a missing one.
+
+    ``${credential:NAME}`` is the file ``NAME`` in ``$CREDENTIALS_DIRECTORY``
+    (systemd's ``LoadCredential=``), without its trailing newline; the secret
+    then never passes through the environment or the command line.
+    """
 
     def sub(m: re.Match[str]) -> str:
-        return environ[m.group(1)]
+        name = m.group(1)
+        if name.startswith("credential:"):
+            directory = environ.get(CREDENTIALS_ENV)
+            if not directory:
+                raise KeyError(f"{CREDENTIALS_ENV} (for {name})")
+            try:
+                return (Path(directory) / name.split(":", 1)[1]).read_text("utf-8").strip()
+            except OSError:
+                raise KeyError(f"{name} in {CREDENTIALS_ENV}") from None
+        return environ[name]
 
     return _VAR.sub(sub, value)
 
@@ -189,7 +227,7 @@ def _mapping_items(node: Any) -> Iterator[tuple[str, Any]]:
         yield str(key), value
 
 
-_TOP_KEYS = {"database", "rules", "feeds", "channels", "fetch", "alerts"}
+_TOP_KEYS = {"database", "rules", "feeds", "channels", "fetch", "alerts", "daemon"}
 _FEED_KEYS = {"url", "name", "interval", "alert_on_first_poll"}
 _FETCH_KEYS = {
     "allow_networks",
@@ -199,7 +237,15 @@ _FETCH_KEYS = {
     "extract_timeout",
     "concurrency",
 }
-_ALERT_KEYS = {"max_attempts", "base_backoff", "max_backoff", "send_timeout"}
+_ALERT_KEYS = {"max_attempts", "base_backoff", "max_backoff", "send_timeout", "operator_channel"}
+_DAEMON_KEYS = {
+    "adaptive",
+    "min_interval",
+    "max_interval",
+    "stale_after",
+    "stop_grace",
+    "metrics_port",
+}
 
 
 def load_settings(
@@ -283,6 +329,14 @@ def settings_from_document(
     channels = _channels(doc, environ, errors, check=check_channels)
     fetch = _fetch(doc.get("fetch"), _key_line(doc, "fetch"), errors)
     alerts = _alerts(doc.get("alerts"), _key_line(doc, "alerts"), errors)
+    daemon = _daemon(doc.get("daemon"), _key_line(doc, "daemon"), errors)
+    if alerts.operator_channel is not None and alerts.operator_channel not in channels:
+        errors.add(
+            _key_line(doc.get("alerts"), "operator_channel"),
+            "alerts.operator_channel",
+            f"channel {alerts.operator_channel!r} is not configured "
+            f"(configured: {', '.join(sorted(channels)) or 'none'})",
+        )
 
     if errors.lines:
         raise ConfigError(str(path), errors.lines)
@@ -294,6 +348,7 @@ def settings_from_document(
         channels=channels,
         fetch=fetch,
         alerts=alerts,
+        daemon=daemon,
     )
 
 
@@ -386,10 +441,13 @@ def _channels(
         try:
             url = expand_env(value.strip(), environ)
         except KeyError as e:
+            missing = str(e.args[0])
             errors.add(
                 key_line,
                 where,
-                f"environment variable {e.args[0]} is not set (set it, or put the URL in "
+                f"{missing} is not readable (is LoadCredential= set in the unit?)"
+                if "credential:" in missing
+                else f"environment variable {missing} is not set (set it, or put the URL in "
                 "a credentials file loaded into the environment)",
             )
             continue
@@ -500,7 +558,62 @@ def _alerts(node: Any, line: int | None, errors: _Errors) -> AlertConfig:
         base_backoff=_number(node, "base_backoff", "alerts", errors, d.base_backoff),
         max_backoff=_number(node, "max_backoff", "alerts", errors, d.max_backoff),
         send_timeout=_number(node, "send_timeout", "alerts", errors, d.send_timeout),
+        operator_channel=_operator_channel(node, errors),
     )
+
+
+def _operator_channel(node: Any, errors: _Errors) -> str | None:
+    value = node.get("operator_channel")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        errors.add(
+            _key_line(node, "operator_channel"),
+            "alerts.operator_channel",
+            "expected a channel name",
+        )
+        return None
+    return value.strip()
+
+
+def _daemon(node: Any, line: int | None, errors: _Errors) -> DaemonConfig:
+    if node is None:
+        return DaemonConfig()
+    if not isinstance(node, Mapping):
+        errors.add(line, "daemon", "expected a mapping")
+        return DaemonConfig()
+    _check_keys(node, _DAEMON_KEYS, "daemon", errors)
+    d = DaemonConfig()
+    adaptive = node.get("adaptive", d.adaptive)
+    if not isinstance(adaptive, bool):
+        errors.add(_key_line(node, "adaptive"), "daemon.adaptive", "expected true or false")
+        adaptive = d.adaptive
+    port: int | None = None
+    raw_port = node.get("metrics_port")
+    if raw_port is not None:
+        if isinstance(raw_port, bool) or not isinstance(raw_port, int) or not 0 < raw_port < 65536:
+            errors.add(
+                _key_line(node, "metrics_port"),
+                "daemon.metrics_port",
+                "expected a port number (1-65535)",
+            )
+        else:
+            port = raw_port
+    config = DaemonConfig(
+        adaptive=adaptive,
+        min_interval=_number(node, "min_interval", "daemon", errors, d.min_interval),
+        max_interval=_number(node, "max_interval", "daemon", errors, d.max_interval),
+        stale_after=_number(node, "stale_after", "daemon", errors, d.stale_after),
+        stop_grace=_number(node, "stop_grace", "daemon", errors, d.stop_grace),
+        metrics_port=port,
+    )
+    if config.min_interval > config.max_interval:
+        errors.add(
+            _key_line(node, "min_interval"),
+            "daemon.min_interval",
+            "must not be more than daemon.max_interval",
+        )
+    return config
 
 
 def check_rule_channels(settings: Settings, rule_channels: Sequence[tuple[str, str]]) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,15 +35,31 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from monitor.alert import AppriseNotifier, DispatchSummary, Notifier, dispatch
 from monitor.config import Settings, check_rule_channels
-from monitor.exceptions import ExtractError, FetchError, MonitorError, ParseError, StoreError
+from monitor.exceptions import (
+    BlockedAddressError,
+    ExtractError,
+    FetchError,
+    HTTPStatusError,
+    MonitorError,
+    ParseError,
+    StoreError,
+)
 from monitor.extract import Extractor, ThreadExtractor
-from monitor.fetch import PAGE_MAX_BYTES, Fetcher, GuardedFetcher
+from monitor.fetch import PAGE_MAX_BYTES, Fetcher, GuardedFetcher, check_url
 from monitor.match import match_article
 from monitor.parse import parse_feed
 from monitor.rules import RuleSet, load_rules
-from monitor.scheduler import next_poll_after
+from monitor.scheduler import cache_hint, learn_interval, next_poll_after, next_success_poll
 from monitor.store import FeedRow, NewEntry, Store, iso, open_store
-from monitor.types import Article, EntryData, FeedData, FeedResult, Match, PollSummary
+from monitor.types import (
+    Article,
+    EntryData,
+    FeedData,
+    FeedResult,
+    FetchedResponse,
+    Match,
+    PollSummary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +67,9 @@ log = logging.getLogger(__name__)
 ARTICLE_CONCURRENCY = 4
 _TRACKING = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "")
+#: A permanent redirect is adopted after it was seen on this many polls in a row (A11).
+REDIRECT_POLLS = 3
+_TTL = re.compile(rb"<ttl>\s*(\d{1,6})\s*</ttl>", re.IGNORECASE)
 
 
 # -- pure decisions ---------------------------------------------------------
@@ -170,6 +190,18 @@ class Monitor:
         f = self.settings.fetch
         return f.total_timeout * 2 + f.extract_timeout * 2 + 30
 
+    @property
+    def hit_channels(self) -> tuple[str, ...]:
+        """Where hits of rules that name no channel go: every channel but the operator's.
+
+        The operator channel carries notices about the daemon itself; it gets hits
+        only when a rule names it, or when it is the only channel there is.
+        """
+        channels = tuple(self.settings.channels)
+        operator = self.settings.alerts.operator_channel
+        rest = tuple(c for c in channels if c != operator)
+        return rest or channels
+
     def sync_feeds(self) -> None:
         """Bring the configuration's feed list into the database."""
         self.store.sync_config_feeds(
@@ -187,6 +219,9 @@ class Monitor:
 
     async def poll_feed(self, feed: FeedRow) -> FeedResult:
         """Poll one feed; any failure is recorded on its row and returned, not raised."""
+        if feed.state == "gone":
+            # 410 Gone stopped it (A14); editing the URL in the configuration resumes.
+            return FeedResult(feed.url, FetchError(feed.url, "gone (HTTP 410); not polled"))
         async with self._feed_semaphore:
             try:
                 summary = await asyncio.wait_for(self._poll(feed), timeout=self.feed_deadline)
@@ -200,17 +235,87 @@ class Monitor:
     def _record_failure(self, feed: FeedRow, error: MonitorError) -> None:
         now = self.now()
         retry_after = error.retry_after if isinstance(error, FetchError) else None
+        # Backoff starts from the feed's usual interval (learnt or configured),
+        # doubles per failure up to a cap, and never disables the feed (A8).
         next_poll = next_poll_after(
             now,
-            feed.interval_s,
+            feed.learnt_interval_s or feed.interval_s,
             failures=feed.consecutive_failures + 1,
             retry_after=retry_after,
         )
-        log.warning("feed %s failed: %s", feed.url, describe_error(error))
+        gone = isinstance(error, HTTPStatusError) and error.status == 410
+        log.warning(
+            "feed %s failed: %s%s",
+            feed.url,
+            describe_error(error),
+            "; polling stopped until its URL changes" if gone else "",
+            extra={
+                "event": "poll_failed",
+                "feed_id": feed.id,
+                "failures": feed.consecutive_failures + 1,
+            },
+        )
         try:
-            self.store.record_failure(feed.id, describe_error(error), now, next_poll)
+            self.store.record_failure(
+                feed.id,
+                describe_error(error),
+                now,
+                next_poll,
+                error_type=type(error).__name__,
+                gone=gone,
+            )
         except StoreError:
             log.exception("could not record the failure of feed %s", feed.url)
+
+    def _after_success(self, feed: FeedRow, response: FetchedResponse) -> None:
+        """Health bookkeeping after a good poll: redirects, learnt interval, next poll.
+
+        A permanent redirect is followed at once by the fetcher (which vets every
+        hop), but the stored URL changes only after :data:`REDIRECT_POLLS` polls
+        in a row saw the same target (A11, A12, A13). The next poll comes after the
+        interval learnt from the feed's rhythm, stretched by Cache-Control,
+        Expires or the feed's ``<ttl>`` up to ``daemon.max_interval``.
+        """
+        d = self.settings.daemon
+        now = self.now()
+        values: dict[str, Any] = {}
+        target = response.permanent_redirect
+        if target and target != feed.url:
+            seen = feed.redirect_seen + 1 if feed.redirect_to == target else 1
+            values.update(redirect_to=target, redirect_seen=seen)
+            if seen >= REDIRECT_POLLS:
+                try:
+                    check_url(target)
+                except BlockedAddressError as e:
+                    log.warning("feed %s: not moving to %s: %s", feed.url, e.url, e.reason)
+                else:
+                    if self.store.move_feed(feed.id, target):
+                        log.warning(
+                            "feed %s moved permanently to %s; the new URL is stored",
+                            feed.url,
+                            target,
+                            extra={"event": "feed_moved", "feed_id": feed.id},
+                        )
+                        values.update(redirect_to=None, redirect_seen=0)
+        elif feed.redirect_to is not None:
+            values.update(redirect_to=None, redirect_seen=0)
+        interval = feed.interval_s
+        if d.adaptive:
+            learnt, rhythm = learn_interval(
+                self.store.entry_times(feed.id),
+                feed.interval_s,
+                min_interval=d.min_interval,
+                max_interval=d.max_interval,
+            )
+            if rhythm is not None:
+                interval = learnt
+                values.update(learnt_interval_s=learnt, rhythm_s=rhythm)
+        ttl = _TTL.search(response.content[:65536])
+        hint = cache_hint(response.headers, now, ttl_minutes=float(ttl.group(1)) if ttl else None)
+        values["next_poll_at"] = iso(
+            next_success_poll(now, interval, hint=hint, max_interval=d.max_interval)
+        )
+        self.store.set_feed_health(feed.id, **values)
 
     async def _poll(self, feed: FeedRow) -> PollSummary:
         headers = {
@@ -234,6 +339,7 @@ class Monitor:
                 channels=(),
                 baseline=False,
             )
+            self._after_success(feed, response)
             return PollSummary(not_modified=True)
         data: FeedData = await asyncio.to_thread(
             parse_feed, response.final_url, response.content, response.headers
@@ -257,9 +363,10 @@ class Monitor:
             etag=response.headers.get("etag"),
             last_modified=response.headers.get("last-modified"),
             entries=rows,
-            channels=tuple(self.settings.channels),
+            channels=self.hit_channels,
             baseline=baseline,
         )
+        self._after_success(feed, response)
         return PollSummary(
             entries_seen=len(data.entries),
             entries_new=len(rows),

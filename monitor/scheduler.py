@@ -9,10 +9,14 @@ and failed jobs.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+import re
+import statistics
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from apscheduler.events import (
@@ -51,6 +55,94 @@ def next_poll_after(
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
     return now + timedelta(seconds=delay)
+
+
+def learn_interval(
+    times: Sequence[datetime],
+    base: float,
+    *,
+    min_interval: float,
+    max_interval: float,
+) -> tuple[float, float | None]:
+    """The poll interval learnt from when a feed's entries appeared, and its rhythm.
+
+    Pure. ``times`` are the latest entries' dates; the rhythm is the median gap
+    between them. A feed is polled about twice per rhythm, within
+    ``[min_interval, max_interval]``; a configured ``base`` below the floor lowers
+    the floor (the operator asked for it). Fewer than four dates teach nothing:
+    the configured interval stands.
+    """
+    ordered = sorted(times)
+    gaps = [
+        (b - a).total_seconds()
+        for a, b in itertools.pairwise(ordered)
+        if (b - a).total_seconds() > 0
+    ]
+    if len(gaps) < 3:
+        return base, None
+    rhythm = statistics.median(gaps)
+    floor = min(min_interval, base)
+    return max(floor, min(max_interval, rhythm / 2)), rhythm
+
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+def cache_hint(
+    headers: Mapping[str, str], now: datetime, *, ttl_minutes: float | None = None
+) -> float | None:
+    """Seconds the server says the feed stays fresh: Cache-Control, Expires or RSS ``<ttl>``.
+
+    Pure. The longest hint wins (each is the publisher saying "not before");
+    ``no-cache``/``no-store`` and past dates give no hint. The caller caps it.
+    """
+    hints: list[float] = []
+    control = headers.get("cache-control", "")
+    if "no-cache" not in control.lower() and "no-store" not in control.lower():
+        m = _MAX_AGE.search(control)
+        if m:
+            hints.append(float(m.group(1)))
+        elif headers.get("expires"):
+            try:
+                expires = parsedate_to_datetime(headers["expires"])
+            except (TypeError, ValueError, IndexError):
+                expires = None
+            if expires is not None:
+                if expires.tzinfo is None:
+                    expires = expires.replace(tzinfo=UTC)
+                hints.append((expires - now).total_seconds())
+    if ttl_minutes is not None:
+        hints.append(ttl_minutes * 60)
+    good = [h for h in hints if h > 0]
+    return max(good) if good else None
+
+
+def next_success_poll(
+    now: datetime, interval: float, *, hint: float | None, max_interval: float
+) -> datetime:
+    """When a feed that just polled fine is due: its interval, stretched by a cache hint.
+
+    Pure. A hint never pushes a poll beyond ``max(max_interval, interval)``.
+    """
+    delay = interval
+    if hint is not None:
+        delay = max(delay, min(hint, max(max_interval, interval)))
+    return now + timedelta(seconds=delay)
+
+
+def watchdog_healthy(
+    *,
+    now: float,
+    running_since: Sequence[float],
+    job_deadline: float,
+) -> bool:
+    """May the heartbeat tell systemd we are alive? Pure; times are monotonic seconds.
+
+    The heartbeat job running at all proves the event loop and the scheduler
+    work; a job running past its hard deadline (plus slack) proves the deadline
+    did not fire, so the loop is wedged and systemd should restart us (D22).
+    """
+    return all(now - started <= job_deadline + 30 for started in running_since)
 
 
 def jitter_for(interval: float) -> float:
