@@ -32,17 +32,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(
-        level=max(logging.DEBUG, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    # Third-party loggers stay quiet unless asked twice; apprise never below WARNING.
-    for name in ("trafilatura", "htmldate", "courlan", "apscheduler", "asyncio"):
-        logging.getLogger(name).setLevel(logging.WARNING if verbose < 3 else logging.DEBUG)
-    logging.getLogger("apprise").setLevel(logging.WARNING)
+    """key=value lines on stderr, journald-friendly (see monitor/logs.py)."""
+    from monitor.logs import setup_logging as setup
+
+    setup(verbose)
 
 
 @contextmanager
@@ -101,19 +94,34 @@ def run(ctx: click.Context, once: bool) -> None:
         settings = _settings(ctx)
         monitor = make_monitor(settings)
         if once:
-            summary = asyncio.run(_run_once(monitor))
+            summary = asyncio.run(_run_once(monitor, progress=sys.stdout.isatty()))
             _print_cycle(summary)
             return
         from monitor.daemon import Daemon
 
+        # A service's start, reloads and stop belong in its journal without -v.
+        logging.getLogger("monitor").setLevel(min(logging.INFO, logging.getLogger().level))
         code = asyncio.run(Daemon(monitor).run())
     sys.exit(code)
 
 
-async def _run_once(monitor: Any) -> Any:
+async def _run_once(monitor: Any, *, progress: bool = False) -> Any:
     try:
         monitor.sync_feeds()
-        return await monitor.run_once()
+        if not progress:
+            return await monitor.run_once()
+        from monitor.pipeline import CycleSummary
+
+        # The same cycle as Monitor.run_once, with a bar that moves per finished feed.
+        monitor.store.release_expired_leases(monitor.now())
+        feeds = monitor.store.active_feeds()
+        results = []
+        with click.progressbar(length=len(feeds), label="polling", file=sys.stderr) as bar:
+            for done in asyncio.as_completed([monitor.poll_feed(f) for f in feeds]):
+                results.append(await done)
+                bar.update(1)
+        alerts = await monitor.dispatch()
+        return CycleSummary(results=tuple(results), alerts=alerts)
     finally:
         await monitor.aclose()
 
@@ -343,6 +351,8 @@ async def _check(
         extractor.close()
 
 
+# The columns of `monitor hits --json/--csv`: those of the hit_list view that
+# Datasette shows and exports, in the same order.
 HIT_COLUMNS = [
     "id",
     "matched_at",
@@ -353,7 +363,14 @@ HIT_COLUMNS = [
     "link",
     "published",
     "language",
-    "feed",
+    "outlet",
+    "day",
+    "category",
+    "company",
+    "counterpart",
+    "score",
+    "entry_id",
+    "feed_id",
 ]
 
 
@@ -388,13 +405,14 @@ def hits(
         w = csv.DictWriter(sys.stdout, fieldnames=HIT_COLUMNS)
         w.writeheader()
         for r in rows:
-            w.writerow({**r, "terms": ", ".join(r["terms"])})
+            # terms as JSON text, as in Datasette's CSV of the same view
+            w.writerow({**r, "terms": json.dumps(r["terms"], ensure_ascii=False)})
     else:
         if not rows:
             click.echo("no hits")
         for r in rows:
             click.echo(f"{r['matched_at']}  [{r['rule']}]  {r['title']}")
-            click.echo(f"    {r['feed']}  {r['link'] or ''}")
+            click.echo(f"    {r['outlet']}  {r['link'] or ''}")
             click.echo(f"    matched: {', '.join(r['terms'])}")
 
 
@@ -402,29 +420,39 @@ def hits(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8001, show_default=True, type=int)
 @click.option("--sql", "allow_sql", is_flag=True, help="Allow arbitrary SQL queries.")
+@click.option(
+    "--metadata", "print_metadata", is_flag=True, help="Print the Datasette metadata and exit."
+)
 @click.pass_context
-def browse(ctx: click.Context, host: str, port: int, allow_sql: bool) -> None:
-    """Browse and search the hits in Datasette.
+def browse(ctx: click.Context, host: str, port: int, allow_sql: bool, print_metadata: bool) -> None:
+    """Browse, search and subscribe to the hits in Datasette.
+
+    Opens the hits page on http://127.0.0.1:8001/ with facets, full-text
+    search, canned queries, CSV/JSON exports and an Atom feed.
 
     Example: monitor browse --port 8001
     """
+    from monitor import browse as browsing
+
     with errors_exit():
         settings = _settings(ctx)
-        open_store(settings.database).close()
-    from datasette import cli as datasette_cli
+        name = browsing.database_name(settings.database)
+        if print_metadata:
+            from ruamel.yaml import YAML
 
-    args = [
-        "serve",
-        str(settings.database),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--setting",
-        "default_allow_sql",
-        "on" if allow_sql else "off",
-    ]
-    datasette_cli.cli.main(args=args, prog_name="monitor browse")
+            YAML(typ="safe", pure=True).dump(browsing.metadata(name), sys.stdout)
+            return
+        store = open_store(settings.database)
+        try:
+            browsing.refresh_term_roles(store, settings.rules)
+        finally:
+            store.close()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(
+            f"warning: listening on {host}: anyone who reaches it can read the hits", err=True
+        )
+    click.echo(f"Hits: http://{host}:{port}/{name}/hit_list  (Ctrl-C stops)", err=True)
+    browsing.serve(settings.database, host=host, port=port, allow_sql=allow_sql)
 
 
 @cli.command()
@@ -447,6 +475,14 @@ def demo(keep: str | None) -> None:
 
 
 # Commands that live in their own modules are registered here, one line each.
+from monitor.status import status  # noqa: E402
+
+cli.add_command(status)
+from monitor.cli_rules import backtest, match_command, rules_group  # noqa: E402
+
+cli.add_command(rules_group)
+cli.add_command(match_command)
+cli.add_command(backtest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,6 +132,131 @@ def _m0004_hit_metadata(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0020_browse_term_roles")
+def _m0020_browse_term_roles(db: sqlite_utils.Database) -> None:
+    # Which matched terms name a company and which a counterpart (ICE, the
+    # Pentagon, ...). `monitor browse` fills it from the rules' entities and
+    # term lists, so the hits view can show and facet on them.
+    db.executescript(
+        """
+        CREATE TABLE term_roles (
+            -- a term as stored in hits.terms, e.g. 'Salesforce' or 'Googler*'
+            term TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('company', 'counterpart')),
+            -- the company or counterpart it names, e.g. 'Microsoft' for 'HoloLens'
+            name TEXT NOT NULL,
+            PRIMARY KEY (term, role)
+        );
+        """
+    )
+
+
+@migrations(name="0020_browse_hit_list")
+def _m0020_browse_hit_list(db: sqlite_utils.Database) -> None:
+    # The hits as people read them (Datasette, `monitor hits`): one row per
+    # hit with its article, outlet, company and counterpart. The company and
+    # counterpart come from a rule tag ('company:Microsoft') when a rule sets
+    # one, else from the first matched term that term_roles names. Links that
+    # are not http(s) are dropped so no `javascript:` link is ever rendered.
+    db.executescript(
+        """
+        CREATE VIEW hit_list AS
+        SELECT
+            hits.id AS id,
+            hits.matched_at AS matched_at,
+            hits.rule AS rule,
+            hits.terms AS terms,
+            hits.sentence AS sentence,
+            entries.title AS title,
+            CASE WHEN entries.link LIKE 'http://%' OR entries.link LIKE 'https://%'
+                 THEN entries.link END AS link,
+            entries.published AS published,
+            entries.language AS language,
+            coalesce(feeds.name, feeds.title, feeds.url) AS outlet,
+            coalesce(date(entries.published), date(hits.matched_at)) AS day,
+            hits.category AS category,
+            coalesce(
+                (SELECT substr(t.value, 9) FROM json_each(hits.tags) AS t
+                 WHERE t.value LIKE 'company:_%' ORDER BY t.key LIMIT 1),
+                (SELECT r.name FROM json_each(hits.terms) AS t
+                 JOIN term_roles AS r ON r.term = t.value AND r.role = 'company'
+                 ORDER BY t.key LIMIT 1)
+            ) AS company,
+            coalesce(
+                (SELECT substr(t.value, 13) FROM json_each(hits.tags) AS t
+                 WHERE t.value LIKE 'counterpart:_%' ORDER BY t.key LIMIT 1),
+                (SELECT r.name FROM json_each(hits.terms) AS t
+                 JOIN term_roles AS r ON r.term = t.value AND r.role = 'counterpart'
+                 ORDER BY t.key LIMIT 1)
+            ) AS counterpart,
+            hits.score AS score,
+            hits.entry_id AS entry_id,
+            entries.feed_id AS feed_id
+        FROM hits
+        JOIN entries ON entries.id = hits.entry_id
+        JOIN feeds ON feeds.id = entries.feed_id;
+        """
+    )
+
+
+@migrations(name="0030_health_feeds")
+def _m0030_health_feeds(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- 'ok' while polled; 'gone' after a 410 (polling stops until the URL changes)
+        ALTER TABLE feeds ADD COLUMN state TEXT NOT NULL DEFAULT 'ok';
+        -- the error's type alone (FetchTimeoutError, HTTPStatusError, ...), for metrics
+        ALTER TABLE feeds ADD COLUMN last_error_type TEXT;
+        -- a permanent redirect seen on recent polls, and on how many in a row
+        ALTER TABLE feeds ADD COLUMN redirect_to TEXT;
+        ALTER TABLE feeds ADD COLUMN redirect_seen INTEGER NOT NULL DEFAULT 0;
+        -- the URL before a permanent redirect was adopted
+        ALTER TABLE feeds ADD COLUMN previous_url TEXT;
+        -- the learnt seconds between polls, and the median seconds between new entries
+        ALTER TABLE feeds ADD COLUMN learnt_interval_s REAL;
+        ALTER TABLE feeds ADD COLUMN rhythm_s REAL;
+        -- the health state the operator was last told about ('ok', 'stale', 'silent', 'gone')
+        ALTER TABLE feeds ADD COLUMN notified_health TEXT NOT NULL DEFAULT 'ok';
+        """
+    )
+
+
+@migrations(name="0031_health_operator_notices")
+def _m0031_health_operator_notices(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Notices to the operator (stale feeds, dead alerts, broken rules). Channel
+        -- names only, never URLs.
+        CREATE TABLE operator_notices (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            -- what the notice is about, e.g. 'feed:3' or 'rules'
+            subject TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            channel TEXT,
+            -- 'sent', 'failed', 'logged' (no channel to send to) or 'suppressed' (rate limit)
+            status TEXT NOT NULL,
+            error TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX operator_notices_created ON operator_notices(created_at);
+        -- One row: what the running (or last) daemon did, for `monitor status`.
+        CREATE TABLE daemon_status (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            pid INTEGER,
+            started_at TEXT,
+            heartbeat_at TEXT,
+            last_cycle_at TEXT,
+            last_reload_at TEXT,
+            -- the last reload's errors (one per line), NULL when the last reload worked
+            reload_error TEXT,
+            stopped_at TEXT
+        );
+        """
+    )
+
+
 # New migrations go above this line, each a small function with a new name.
 
 
@@ -160,6 +285,13 @@ class FeedRow:
     last_success_at: str | None
     consecutive_failures: int
     next_poll_at: str | None
+    #: 'ok', or 'gone' after a 410 (not polled).
+    state: str = "ok"
+    #: A permanent redirect seen on the last polls, and how many in a row.
+    redirect_to: str | None = None
+    redirect_seen: int = 0
+    #: The interval learnt from the feed's rhythm, when there is one.
+    learnt_interval_s: float | None = None
 
     @property
     def baseline(self) -> bool:
@@ -250,6 +382,17 @@ class Store:
         urls = [f["url"] for f in feeds]
         with self.write() as db:
             for f in feeds:
+                # A feed that moved (301 adopted) is still the same feed under its old URL.
+                moved = db.execute(
+                    "SELECT id FROM feeds WHERE previous_url = ? AND url != ?", [f["url"], f["url"]]
+                ).fetchone()
+                if moved:
+                    db.execute(
+                        "UPDATE feeds SET name = ?, active = 1, interval_s = ?, "
+                        "alert_on_first_poll = ? WHERE id = ?",
+                        [f["name"], f["interval"], int(f["alert_on_first_poll"]), moved[0]],
+                    )
+                    continue
                 db.execute(
                     """
                     INSERT INTO feeds (url, name, source, active, interval_s,
@@ -262,8 +405,13 @@ class Store:
                     [f["url"], f["name"], f["interval"], int(f["alert_on_first_poll"]), iso(now)],
                 )
             placeholders = ",".join("?" for _ in urls)
-            keep = f"AND url NOT IN ({placeholders})" if urls else ""
-            db.execute(f"UPDATE feeds SET active = 0 WHERE source = 'config' {keep}", urls)
+            keep = (
+                f"AND url NOT IN ({placeholders}) "
+                f"AND (previous_url IS NULL OR previous_url NOT IN ({placeholders}))"
+                if urls
+                else ""
+            )
+            db.execute(f"UPDATE feeds SET active = 0 WHERE source = 'config' {keep}", urls + urls)
 
     def add_feed(self, url: str, name: str | None, interval: float, now: datetime) -> bool:
         """Add a feed from the command line; False if it was already there."""
@@ -278,8 +426,8 @@ class Store:
     def active_feeds(self) -> list[FeedRow]:
         rows = self.db.execute(
             "SELECT id, url, name, interval_s, alert_on_first_poll, etag, last_modified, "
-            "last_success_at, consecutive_failures, next_poll_at FROM feeds "
-            "WHERE active = 1 ORDER BY id"
+            "last_success_at, consecutive_failures, next_poll_at, state, redirect_to, "
+            "redirect_seen, learnt_interval_s FROM feeds WHERE active = 1 ORDER BY id"
         ).fetchall()
         return [
             FeedRow(
@@ -293,6 +441,10 @@ class Store:
                 last_success_at=r[7],
                 consecutive_failures=r[8],
                 next_poll_at=r[9],
+                state=r[10],
+                redirect_to=r[11],
+                redirect_seen=r[12],
+                learnt_interval_s=r[13],
             )
             for r in rows
         ]
@@ -308,7 +460,9 @@ class Store:
         cur = self.db.execute(
             "SELECT id, url, name, source, active, title, last_polled_at, last_success_at, "
             "last_new_entry_at, consecutive_failures, last_error, last_error_at, next_poll_at, "
-            "(SELECT count(*) FROM entries WHERE feed_id = feeds.id) AS entries "
+            "(SELECT count(*) FROM entries WHERE feed_id = feeds.id) AS entries, "
+            "created_at, interval_s, state, last_error_type, previous_url, redirect_to, "
+            "learnt_interval_s, rhythm_s, notified_health "
             "FROM feeds ORDER BY id"
         )
         names = [d[0] for d in cur.description]
@@ -326,13 +480,158 @@ class Store:
                 links.add(link_norm)
         return keys, links
 
-    def record_failure(self, feed_id: int, error: str, now: datetime, next_poll: datetime) -> None:
+    def record_failure(
+        self,
+        feed_id: int,
+        error: str,
+        now: datetime,
+        next_poll: datetime,
+        *,
+        error_type: str | None = None,
+        gone: bool = False,
+    ) -> None:
+        """Count a failed poll; ``gone`` (410) stops polling the feed until its URL changes."""
         with self.write() as db:
             db.execute(
                 "UPDATE feeds SET last_polled_at = ?, last_error = ?, last_error_at = ?, "
-                "consecutive_failures = consecutive_failures + 1, next_poll_at = ? WHERE id = ?",
-                [iso(now), error, iso(now), iso(next_poll), feed_id],
+                "consecutive_failures = consecutive_failures + 1, next_poll_at = ?, "
+                "last_error_type = ?, state = CASE WHEN ? THEN 'gone' ELSE state END "
+                "WHERE id = ?",
+                [iso(now), error, iso(now), iso(next_poll), error_type, gone, feed_id],
             )
+
+    _HEALTH_COLUMNS = frozenset(
+        {
+            "state",
+            "redirect_to",
+            "redirect_seen",
+            "learnt_interval_s",
+            "rhythm_s",
+            "notified_health",
+            "next_poll_at",
+        }
+    )
+
+    def set_feed_health(self, feed_id: int, **values: Any) -> None:
+        """Update a feed's health bookkeeping columns (see migration 0030)."""
+        unknown = set(values) - self._HEALTH_COLUMNS
+        if unknown:
+            raise ValueError(f"not health columns: {sorted(unknown)}")
+        if not values:
+            return
+        cols = ", ".join(f"{k} = ?" for k in values)
+        with self.write() as db:
+            db.execute(f"UPDATE feeds SET {cols} WHERE id = ?", [*values.values(), feed_id])
+
+    def move_feed(self, feed_id: int, new_url: str) -> bool:
+        """Adopt a permanent redirect: new URL, old one kept, validators reset (A11).
+
+        False (nothing changed) if another feed already has the new URL.
+        """
+        with self.write() as db:
+            taken = db.execute("SELECT 1 FROM feeds WHERE url = ?", [new_url]).fetchone()
+            if taken:
+                return False
+            db.execute(
+                "UPDATE feeds SET previous_url = url, url = ?, etag = NULL, "
+                "last_modified = NULL, redirect_to = NULL, redirect_seen = 0 WHERE id = ?",
+                [new_url, feed_id],
+            )
+            return True
+
+    def entry_times(self, feed_id: int, limit: int = 20) -> list[datetime]:
+        """When the feed's latest entries were published (else first seen), newest first."""
+        rows = self.db.execute(
+            "SELECT coalesce(published, first_seen_at) AS t FROM entries WHERE feed_id = ? "
+            "ORDER BY t DESC LIMIT ?",
+            [feed_id, limit],
+        ).fetchall()
+        out = []
+        for (t,) in rows:
+            try:
+                dt = datetime.fromisoformat(t)
+            except (TypeError, ValueError):
+                continue
+            out.append(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
+        return out
+
+    def hit_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM hits").fetchone()[0])
+
+    # -- operator notices and daemon status --------------------------------
+
+    def add_operator_notice(
+        self,
+        *,
+        kind: str,
+        subject: str,
+        title: str,
+        body: str,
+        channel: str | None,
+        status: str,
+        error: str | None,
+        now: datetime,
+    ) -> int:
+        with self.write() as db:
+            cur = db.execute(
+                "INSERT INTO operator_notices (kind, subject, title, body, channel, status, "
+                "error, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [kind, subject, title, body, channel, status, error, iso(now)],
+            )
+            return cast(int, cur.lastrowid)
+
+    def operator_notices_since(self, since: datetime, *, sent_only: bool = True) -> int:
+        """How many notices went out (or were attempted) since ``since``."""
+        where = "status IN ('sent', 'failed') AND " if sent_only else ""
+        return int(
+            self.db.execute(
+                f"SELECT count(*) FROM operator_notices WHERE {where}created_at >= ?",
+                [iso(since)],
+            ).fetchone()[0]
+        )
+
+    def operator_notices(self, limit: int = 20) -> list[dict[str, Any]]:
+        cur = self.db.execute(
+            "SELECT id, kind, subject, title, channel, status, error, created_at "
+            "FROM operator_notices ORDER BY id DESC LIMIT ?",
+            [limit],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    _STATUS_COLUMNS = frozenset(
+        {
+            "pid",
+            "started_at",
+            "heartbeat_at",
+            "last_cycle_at",
+            "last_reload_at",
+            "reload_error",
+            "stopped_at",
+        }
+    )
+
+    def set_daemon_status(self, **values: Any) -> None:
+        """Update the one ``daemon_status`` row (created on first use)."""
+        unknown = set(values) - self._STATUS_COLUMNS
+        if unknown:
+            raise ValueError(f"not daemon status columns: {sorted(unknown)}")
+        cols = ", ".join(f"{k} = excluded.{k}" for k in values)
+        names = ", ".join(["id", *values])
+        marks = ", ".join("?" for _ in range(len(values) + 1))
+        with self.write() as db:
+            db.execute(
+                f"INSERT INTO daemon_status ({names}) VALUES ({marks}) "
+                f"ON CONFLICT(id) DO UPDATE SET {cols}",
+                [1, *values.values()],
+            )
+
+    def daemon_status(self) -> dict[str, Any]:
+        cur = self.db.execute("SELECT * FROM daemon_status WHERE id = 1")
+        row = cur.fetchone()
+        if row is None:
+            return {}
+        return {d[0]: v for d, v in zip(cur.description, row, strict=True) if d[0] != "id"}
 
     def record_poll(
         self,
@@ -406,7 +705,8 @@ class Store:
                         continue
                     hits += 1
                     hit_id = hit.lastrowid
-                    for channel in m.channels or channels:
+                    # A tag-only rule (alert: false) records the hit and sends nothing.
+                    for channel in (m.channels or channels) if m.alert else ():
                         db.execute(
                             "INSERT INTO alerts (hit_id, channel, status, created_at, "
                             "next_attempt_at) VALUES (?, ?, ?, ?, ?) "
@@ -520,25 +820,17 @@ class Store:
     # -- reading ------------------------------------------------------------
 
     def hits(self, *, since: str | None = None, rule: str | None = None) -> list[dict[str, Any]]:
-        """Hits, newest first, joined with their entry and feed."""
+        """Hits, newest first: the rows and columns of the ``hit_list`` view."""
         where = ["1 = 1"]
         params: list[Any] = []
         if since:
-            where.append("hits.matched_at >= ?")
+            where.append("matched_at >= ?")
             params.append(since)
         if rule:
-            where.append("hits.rule = ?")
+            where.append("rule = ?")
             params.append(rule)
         cur = self.db.execute(
-            f"""
-            SELECT hits.id, hits.matched_at, hits.rule, hits.terms, hits.sentence,
-                   entries.title, entries.link, entries.published, entries.language,
-                   coalesce(feeds.name, feeds.title, feeds.url) AS feed
-            FROM hits JOIN entries ON entries.id = hits.entry_id
-            JOIN feeds ON feeds.id = entries.feed_id
-            WHERE {" AND ".join(where)}
-            ORDER BY hits.matched_at DESC, hits.id DESC
-            """,
+            f"SELECT * FROM hit_list WHERE {' AND '.join(where)} ORDER BY matched_at DESC, id DESC",
             params,
         )
         names = [d[0] for d in cur.description]

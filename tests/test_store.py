@@ -208,3 +208,14 @@ def test_hit_metadata_is_stored(store: Store) -> None:
     poll(store, [NewEntry(**{**e.__dict__, "hits": (m,)})])
     row = next(store.db.query("SELECT category, score, tags FROM hits"))
     assert row == {"category": "government-contracts", "score": 2.5, "tags": '["ice", "letter"]'}
+
+
+def test_tag_only_hits_queue_no_alerts(store: Store) -> None:
+    e = new_entry("a", hits=0)
+    tag_only = Match("tags", ("ICE",), "s", alert=False)
+    alerting = Match("alerts", ("ICE",), "s")
+    assert poll(store, [NewEntry(**{**e.__dict__, "hits": (tag_only, alerting)})]) == (2, 2)
+    rules = {
+        r[0] for r in store.db.execute("SELECT rule FROM hits JOIN alerts ON hits.id = hit_id")
+    }
+    assert rules == {"alerts"}
