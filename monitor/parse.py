@@ -23,7 +23,7 @@ import io
 import logging
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -306,6 +306,41 @@ def _cut_entries(content: bytes, max_entries: int) -> bytes | None:
     return content[:cut] + tail
 
 
+_GUID = re.compile(
+    rb"<(?:[A-Za-z_][\w.-]*:)?(guid|id)(?:\s[^>]*)?>([^<&\]]{1,2000})</(?:[A-Za-z_][\w.-]*:)?\1\s*>"
+)
+
+
+def _drop_known(content: bytes, known_guids: Collection[str]) -> tuple[bytes, int]:
+    """Remove entries whose guid is already stored, so feedparser parses only new ones.
+
+    A changed feed usually brings a few new entries among dozens we have; parsing
+    only those is what keeps a poll's cost near the cost of its new articles
+    (issue #8). Conservative: an entry is dropped only when its block holds
+    exactly one plain-text ``<guid>``/``<id>`` (no entity, no CDATA) that is
+    known; on anything unexpected (unbalanced tags, nesting) nothing is dropped.
+    Returns the bytes and how many entries were dropped.
+    """
+    if not known_guids:
+        return content, 0
+    starts = [m.start() for m in _ENTRY_START.finditer(content)]
+    ends = [m.end() for m in _ENTRY_END.finditer(content)]
+    if not starts or len(starts) != len(ends):
+        return content, 0
+    pieces: list[bytes] = []
+    position = dropped = 0
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        if end <= start or (i + 1 < len(starts) and starts[i + 1] < end):
+            return content, 0
+        ids = _GUID.findall(content, start, end)
+        if len(ids) == 1 and ids[0][1].strip().decode("utf-8", "replace") in known_guids:
+            pieces.append(content[position:start])
+            position = end
+            dropped += 1
+    pieces.append(content[position:])
+    return b"".join(pieces), dropped
+
+
 def _not_a_feed(content: bytes) -> str:
     head = content[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if not head:
@@ -329,13 +364,15 @@ def parse_feed(
     headers: Mapping[str, str] | None = None,
     *,
     max_entries: int = MAX_ENTRIES,
+    known_guids: Collection[str] = (),
 ) -> FeedData:
     """Parse fetched feed bytes into a :class:`FeedData`.
 
     ``headers`` are the response headers: ``content-type`` (charset) and
     ``content-location`` (base for relative links) are honoured; relative
     links otherwise resolve against ``url``. Only the first ``max_entries``
-    entries are kept. Problems that leave a usable feed (bozo, a skipped
+    entries are kept; entries whose guid is in ``known_guids`` may be left
+    out before parsing (they are not new). Problems that leave a usable feed (bozo, a skipped
     entry, a cut) are listed in ``FeedData.warnings``.
 
     Raises :class:`ParseError` when the bytes are not a feed (an HTML page,
@@ -355,6 +392,7 @@ def parse_feed(
     cut = _cut_entries(content, max_entries)
     if cut is not None:
         content = cut
+    content, dropped = _drop_known(content, known_guids)
 
     response_headers = {k.lower(): v for k, v in (headers or {}).items()}
     # Relative links resolve against Content-Location (itself relative to the
@@ -372,7 +410,7 @@ def parse_feed(
 
     version = str(result.get("version") or "")
     raw_entries = result.get("entries") or []
-    if not version and not raw_entries:
+    if not version and not raw_entries and not dropped:
         raise ParseError(url, _not_a_feed(content))
     # Without a Content-Type header feedparser always says NonXMLContentType;
     # that says nothing about the feed, so it is only kept for a real header.
@@ -409,4 +447,5 @@ def parse_feed(
         link=_http_url(feed.get("link"), base),
         entries=tuple(entries),
         warnings=tuple(warnings),
+        known_skipped=dropped,
     )

@@ -66,6 +66,8 @@ class FeedData:
     entries: tuple[EntryData, ...]
     #: Problems that did not stop the parse (bozo, skipped entries).
     warnings: tuple[str, ...] = ()
+    #: Entries left out before parsing because their guid was already stored.
+    known_skipped: int = 0
 
 
 @dataclass(frozen=True)

@@ -425,3 +425,65 @@ def test_corpus_feeds_parse_or_raise_parse_error() -> None:
         assert feed.version, path.name
     assert parsed >= 80
     assert entries > 1000
+
+
+def test_known_guids_are_left_out_before_parsing() -> None:
+    """Only new entries are parsed; a block whose guid is stored is dropped (issue #8)."""
+    body = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        b"<item><title>new</title><guid>n1</guid></item>"
+        b"<item><title>old</title><guid isPermaLink='false'> o1 </guid></item>"
+        b"<item><title>entity</title><guid>o&amp;2</guid></item>"
+        b"<item><title>no guid</title><link>https://x.org/3</link></item>"
+        b"</channel></rss>"
+    )
+    data = parse_feed("https://x.org/f", body, known_guids={"o1", "o&2", "https://x.org/3"})
+    # o1 dropped; the entity guid and the guid-less item are kept (conservative).
+    assert [e.title for e in data.entries] == ["new", "entity", "no guid"]
+    assert data.known_skipped == 1
+    full = parse_feed("https://x.org/f", body)
+    assert [e.title for e in full.entries] == ["new", "old", "entity", "no guid"]
+    assert full.known_skipped == 0
+
+
+def test_all_entries_known_is_still_a_feed() -> None:
+    body = (
+        b'<rss version="2.0"><channel><title>T</title><item><guid>a</guid></item></channel></rss>'
+    )
+    data = parse_feed("https://x.org/f", body, known_guids={"a"})
+    assert data.entries == () and data.known_skipped == 1 and data.title == "T"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Unbalanced tags: nothing is dropped.
+        b'<rss version="2.0"><channel><item><guid>a</guid><item><guid>b</guid></item></channel></rss>',
+        b'<rss version="2.0"><channel><item><guid>a</guid></channel></rss>',
+    ],
+)
+def test_drop_known_leaves_odd_documents_alone(body: bytes) -> None:
+    from monitor.parse import _drop_known
+
+    assert _drop_known(body, {"a", "b"}) == (body, 0)
+
+
+@pytest.mark.skipif(not CORPUS_FEEDS.is_dir(), reason="../shared/corpus is not beside the project")
+def test_dropping_known_guids_never_changes_the_new_entries() -> None:
+    """On the real feeds: the entries left after dropping known guids equal the full parse's."""
+    checked = 0
+    for path in sorted(CORPUS_FEEDS.iterdir()):
+        body = path.read_bytes()
+        try:
+            full = parse_feed("https://example.org/f", body, {"content-type": "application/xml"})
+        except ParseError:
+            continue
+        known = {e.guid for e in full.entries[3:] if e.guid}
+        part = parse_feed(
+            "https://example.org/f", body, {"content-type": "application/xml"}, known_guids=known
+        )
+        assert [e for e in part.entries if e.guid not in known] == [
+            e for e in full.entries if e.guid not in known
+        ], path.name
+        checked += 1
+    assert checked >= 80
