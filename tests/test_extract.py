@@ -1,10 +1,12 @@
 """extract.py: pages in tests/data/pages/ beside the text they must (not) yield,
-refused content types (B27), the worker deadline, and the shared corpus."""
+refused content types (B27), the worker deadlines (B26: threads abandoned,
+processes killed), and the shared corpus."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from monitor.exceptions import ExtractError
 from monitor.extract import (
     MAX_PAGE_BYTES,
     ExtractedPage,
+    ProcessExtractor,
     ThreadExtractor,
     extract_page,
     guess_language,
@@ -192,6 +195,131 @@ def test_thread_extractor_times_out_b26() -> None:
         extractor.close()
     assert elapsed < 0.3 + 2
     assert after.text == "fast"
+
+
+# --- the worker processes (B26) -----------------------------------------------------------------
+# The injected extract functions run in worker processes, so they live at module
+# level (pickled by name). ``content`` carries their instructions.
+
+
+def _pid_then(content: bytes, url: str, content_type: str) -> ExtractedPage:
+    """Write the worker's pid to the file named after b"hang:"/b"die:"/b"ok:", then act."""
+    action, _, path = content.decode().partition(":")
+    Path(path).write_text(str(os.getpid()))
+    if action == "hang":
+        time.sleep(3600)
+    if action == "die":
+        os._exit(3)
+    if action == "bug":
+        raise ValueError("a bug")
+    return ExtractedPage(
+        title=None, text=f"done in {os.getpid()}", author=None, date=None, language=None
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_process_extractor_runs_the_real_extraction() -> None:
+    extractor = ProcessExtractor(timeout=20)
+    try:
+        result = asyncio.run(
+            extractor.extract(page("news_article.html"), "https://ledger.example/a", "text/html")
+        )
+        with pytest.raises(ExtractError) as info:
+            asyncio.run(extractor.extract(b"%PDF-1.7", "https://x.example/k", "application/pdf"))
+    finally:
+        extractor.close()
+    assert result.title == "Engineers at Examplesoft petition against border contract"
+    assert "four hundred engineers" in result.text
+    # ExtractError crosses the process boundary with its url and reason.
+    assert (info.value.url, info.value.reason) == (
+        "https://x.example/k",
+        "not an HTML page: application/pdf",
+    )
+
+
+def test_process_extractor_kills_a_runaway_worker_b26(tmp_path: Path) -> None:
+    """B26: a pathological page costs at most its time limit: the worker is
+    killed (not abandoned), and the next page gets a fresh worker."""
+    extractor = ProcessExtractor(timeout=0.5, max_workers=2, _extract=_pid_then)
+    hang_pid, ok_pid = tmp_path / "hang.pid", tmp_path / "ok.pid"
+
+    async def scenario() -> tuple[float, ExtractedPage]:
+        started = time.monotonic()
+        with pytest.raises(ExtractError) as info:
+            await extractor.extract(f"hang:{hang_pid}".encode(), "https://x.example/s", "text/html")
+        elapsed = time.monotonic() - started
+        assert info.value.reason == "extraction timed out after 0.5s"
+        return elapsed, await extractor.extract(
+            f"ok:{ok_pid}".encode(), "https://x.example/ok", "text/html"
+        )
+
+    try:
+        elapsed, after = asyncio.run(scenario())
+        pid = int(hang_pid.read_text())
+        assert not _alive(pid), "the runaway worker still runs"
+        assert after.text == f"done in {ok_pid.read_text()}"
+        assert int(ok_pid.read_text()) != pid
+        assert extractor.killed == 1
+    finally:
+        extractor.close()
+    # Generous: the limit plus process start-up on a loaded machine.
+    assert elapsed < 0.5 + 10
+
+
+def test_process_extractor_survives_a_dying_worker_and_a_buggy_extract(tmp_path: Path) -> None:
+    extractor = ProcessExtractor(timeout=20, _extract=_pid_then)
+    try:
+        with pytest.raises(ExtractError, match="extraction worker died"):
+            asyncio.run(extractor.extract(f"die:{tmp_path / 'd'}".encode(), "u", "text/html"))
+        with pytest.raises(ExtractError, match="extraction failed: ValueError"):
+            asyncio.run(extractor.extract(f"bug:{tmp_path / 'b'}".encode(), "u", "text/html"))
+        result = asyncio.run(extractor.extract(f"ok:{tmp_path / 'o'}".encode(), "u", "text/html"))
+    finally:
+        extractor.close()
+    assert result.text.startswith("done in ")
+    assert extractor.killed == 1  # the dead one; the buggy call's worker lives on
+
+
+def test_process_extractor_reuses_workers_and_close_kills_them(tmp_path: Path) -> None:
+    extractor = ProcessExtractor(timeout=20, max_workers=2, _extract=_pid_then)
+
+    async def four() -> list[ExtractedPage]:
+        return list(
+            await asyncio.gather(
+                *(
+                    extractor.extract(f"ok:{tmp_path / str(i)}".encode(), "u", "text/html")
+                    for i in range(4)
+                )
+            )
+        )
+
+    try:
+        asyncio.run(four())
+        pids = {int((tmp_path / str(i)).read_text()) for i in range(4)}
+        assert 1 <= len(pids) <= 2  # at most max_workers processes, reused
+        assert all(_alive(p) for p in pids)
+    finally:
+        extractor.close()
+    assert not any(_alive(p) for p in pids)
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(extractor.extract(b"ok:x", "u", "text/html"))
+
+
+def test_process_extractor_refuses_oversized_pages_without_a_worker() -> None:
+    extractor = ProcessExtractor(timeout=20)
+    try:
+        with pytest.raises(ExtractError, match="page over"):
+            asyncio.run(extractor.extract(b"x" * (MAX_PAGE_BYTES + 1), "u", "text/html"))
+        assert extractor.killed == 0
+    finally:
+        extractor.close()
 
 
 # --- the shared corpus -------------------------------------------------------------------------
