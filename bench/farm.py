@@ -114,6 +114,10 @@ class Farm:
             target=_serve, args=(self.port,), daemon=True
         )
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
     def __enter__(self) -> Farm:
         self._proc.start()
         deadline = time.monotonic() + 20

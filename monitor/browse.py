@@ -89,6 +89,11 @@ _HIT_COLUMNS = {
     "score": "The rule's score for this article (1.0 for rules without weights).",
     "entry_id": "The article's row in entries.",
     "feed_id": "The feed's row in feeds.",
+    "story_id": (
+        "The story the article tells (stories): reports of one event by several outlets, "
+        "in any language, share it; only its first report alerts."
+    ),
+    "story_outlets": "How many outlets reported this story so far (also reported by ...).",
 }
 
 _TABLES: dict[str, dict[str, Any]] = {
@@ -121,6 +126,26 @@ _TABLES: dict[str, dict[str, Any]] = {
             "category": "The rule's category, if it has one.",
             "score": "The rule's score for this article.",
             "tags": "The rule's tags (JSON list).",
+            "story_id": "The story the article tells (stories).",
+        },
+    },
+    "stories": {
+        "title": "Stories",
+        "description": (
+            "One event told by one or more outlets: near-duplicate titles or texts, or the "
+            "same company and counterpart, within 72 hours. Its first hit alerts."
+        ),
+        "sort_desc": "id",
+        "facets": ["company", "counterpart"],
+        "columns": {
+            "id": "The story's number.",
+            "title": "The first report's title.",
+            "company": "The company involved, if known.",
+            "counterpart": "Whom the action is against, if known.",
+            "event_at": "When it happened: the first report's date, else when it was found (UTC).",
+            "created_at": "When monitor first saw it (UTC).",
+            "title_words": "The first report's title words, for comparing (JSON list).",
+            "sketch": "A fingerprint of the first report's text, for comparing (JSON list).",
         },
     },
     "entries": {
@@ -198,6 +223,10 @@ _TABLES: dict[str, dict[str, Any]] = {
             "next_attempt_at": "When it is next tried (UTC).",
             "lease_until": "While 'sending': when another process may take it over.",
             "sent_at": "When it was sent (UTC).",
+            "digest": (
+                "Empty for a message of its own; else the digest schedule (or 'quiet', "
+                "after quiet hours) whose one message carries it."
+            ),
         },
     },
     "term_roles": {
@@ -266,6 +295,16 @@ SELECT
 FROM hit_list AS h JOIN feeds ON feeds.id = h.feed_id
 ORDER BY h.id DESC
 LIMIT 100
+"""
+# datasette-atom 0.9 answers 500 for a query with no rows (it takes max() of
+# atom_updated), so an empty database gets one entry that says so instead.
+_ATOM_SQL = f"""
+SELECT * FROM ({_ATOM_SQL.strip()})
+UNION ALL
+SELECT 'tag:monitor,2026:no-hits-yet', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),
+  'No hits yet', '/', 'monitor',
+  'monitor has not found any hits yet. New hits appear here as they are found.'
+WHERE NOT EXISTS (SELECT 1 FROM hits)
 """
 
 _QUERIES: dict[str, dict[str, Any]] = {

@@ -371,6 +371,8 @@ HIT_COLUMNS = [
     "score",
     "entry_id",
     "feed_id",
+    "story_id",
+    "story_outlets",
 ]
 
 
@@ -483,6 +485,10 @@ from monitor.cli_rules import backtest, match_command, rules_group  # noqa: E402
 cli.add_command(rules_group)
 cli.add_command(match_command)
 cli.add_command(backtest)
+from monitor.cli_alerts import alerts_group, test_alert  # noqa: E402
+
+cli.add_command(alerts_group)
+cli.add_command(test_alert)
 
 
 def main(argv: list[str] | None = None) -> int:

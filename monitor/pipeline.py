@@ -23,6 +23,7 @@ A feed's outcome is a :class:`~monitor.types.FeedResult` value; only bugs raise.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import re
@@ -33,7 +34,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from monitor.alert import AppriseNotifier, DispatchSummary, Notifier, dispatch
+from monitor.alert import (
+    AppriseNotifier,
+    DispatchSummary,
+    Notifier,
+    StoryRouter,
+    channel_policies,
+    dispatch,
+    term_roles,
+)
 from monitor.config import Settings, check_rule_channels
 from monitor.exceptions import (
     BlockedAddressError,
@@ -44,7 +53,7 @@ from monitor.exceptions import (
     ParseError,
     StoreError,
 )
-from monitor.extract import Extractor, ThreadExtractor
+from monitor.extract import Extractor, ProcessExtractor
 from monitor.fetch import PAGE_MAX_BYTES, Fetcher, GuardedFetcher, check_url
 from monitor.match import match_article
 from monitor.parse import parse_feed
@@ -183,6 +192,7 @@ class Monitor:
         self.rules = rules
         self.now = now
         self._feed_semaphore = asyncio.Semaphore(settings.fetch.concurrency)
+        self._router: tuple[tuple[int, int], StoryRouter] | None = None
 
     @property
     def feed_deadline(self) -> float:
@@ -201,6 +211,19 @@ class Monitor:
         operator = self.settings.alerts.operator_channel
         rest = tuple(c for c in channels if c != operator)
         return rest or channels
+
+    @property
+    def router(self) -> StoryRouter:
+        """Stories and outbox rows for new hits (issue #4); rebuilt when rules or settings change."""
+        key = (id(self.rules), id(self.settings))
+        if self._router is None or self._router[0] != key:
+            router = StoryRouter(
+                rules=self.rules,
+                channels=self.settings.channels,
+                roles=term_roles([str(p) for p in self.settings.rules]),
+            )
+            self._router = (key, router)
+        return self._router[1]
 
     def sync_feeds(self) -> None:
         """Bring the configuration's feed list into the database."""
@@ -341,19 +364,39 @@ class Monitor:
             )
             self._after_success(feed, response)
             return PollSummary(not_modified=True)
+        keys, links = self.store.known_identities(feed.id)
+        # Entries whose guid is stored need not be parsed at all (issue #8).
+        known_guids = {k.removeprefix("guid:") for k in keys if k.startswith("guid:")}
         data: FeedData = await asyncio.to_thread(
-            parse_feed, response.final_url, response.content, response.headers
+            functools.partial(parse_feed, known_guids=known_guids),
+            response.final_url,
+            response.content,
+            response.headers,
         )
         for warning in data.warnings:
             log.info("feed %s: %s", feed.url, warning)
-        keys, links = self.store.known_identities(feed.id)
         fresh = new_entries(data.entries, keys, links)
         articles = await self._articles([e for _, e in fresh])
         baseline = feed.baseline and not feed.alert_on_first_poll
+        # Entries older than anything the feed ever showed us are old stories
+        # resurfacing (its top items were deleted), not news: no alerts (B24).
+        window = None if feed.baseline else self.store.oldest_published(feed.id)
         rows = [
-            _new_entry(key, entry, article, match_article(article, self.rules))
+            _new_entry(
+                key,
+                entry,
+                article,
+                match_article(article, self.rules),
+                resurfaced=_older(entry.published, window),
+            )
             for (key, entry), article in zip(fresh, articles, strict=True)
         ]
+        if any(r.baseline for r in rows):
+            log.info(
+                "feed %s: %d entries older than its window are stored without alerts",
+                feed.url,
+                sum(r.baseline for r in rows),
+            )
         now = self.now()
         hits, queued = self.store.record_poll(
             feed,
@@ -365,10 +408,11 @@ class Monitor:
             entries=rows,
             channels=self.hit_channels,
             baseline=baseline,
+            router=self.router,
         )
         self._after_success(feed, response)
         return PollSummary(
-            entries_seen=len(data.entries),
+            entries_seen=len(data.entries) + data.known_skipped,
             entries_new=len(rows),
             hits_new=hits,
             alerts_queued=queued,
@@ -397,7 +441,20 @@ class Monitor:
 
     async def dispatch(self) -> DispatchSummary:
         """Deliver every due alert once."""
-        return await dispatch(self.store, self.notifier, self.settings.alerts, self.now)
+        # operator.py imports monitor.alert, so it is imported here, late, to avoid a cycle.
+        from monitor.operator import OperatorNotices
+
+        notices = OperatorNotices(
+            self.store, self.notifier, self.settings.alerts.operator_channel, self.now
+        )
+        return await dispatch(
+            self.store,
+            self.notifier,
+            self.settings.alerts,
+            self.now,
+            notices=notices,
+            policies=channel_policies(self.settings.channels),
+        )
 
     async def run_once(self) -> CycleSummary:
         """One cycle: every active feed regardless of schedule, then delivery."""
@@ -501,7 +558,13 @@ def _fallback(entry: EntryData, reason: str) -> Article:
     )
 
 
-def _new_entry(key: str, entry: EntryData, article: Article, matches: list[Match]) -> NewEntry:
+def _older(published: datetime | None, window: datetime | None) -> bool:
+    return published is not None and window is not None and published < window
+
+
+def _new_entry(
+    key: str, entry: EntryData, article: Article, matches: list[Match], *, resurfaced: bool = False
+) -> NewEntry:
     return NewEntry(
         key=key,
         guid=entry.guid,
@@ -516,6 +579,7 @@ def _new_entry(key: str, entry: EntryData, article: Article, matches: list[Match
         extract_error=article.extract_error,
         language=article.language,
         hits=tuple(matches),
+        baseline=resurfaced,
     )
 
 
@@ -546,7 +610,8 @@ def make_monitor(
         read_timeout=settings.fetch.read_timeout,
         total_timeout=settings.fetch.total_timeout,
     )
-    extractor = _extractor or ThreadExtractor(timeout=settings.fetch.extract_timeout)
+    # Worker processes, so a pathological page costs at most extract_timeout (B26).
+    extractor = _extractor or ProcessExtractor(timeout=settings.fetch.extract_timeout)
     notifier = _notifier or AppriseNotifier(settings.channels, timeout=settings.alerts.send_timeout)
     return Monitor(
         settings,

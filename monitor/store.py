@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -257,6 +257,54 @@ def _m0031_health_operator_notices(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0040_alerts_stories_and_digests")
+def _m0040_alerts_stories_and_digests(db: sqlite_utils.Database) -> None:
+    # Issue #4. A story is one event told by several outlets (monitor/stories.py):
+    # its first hit alerts, later ones attach. Digest rows wait in the outbox
+    # until their period ends and go out as one message per channel.
+    db.executescript(
+        """
+        CREATE TABLE stories (
+            id INTEGER PRIMARY KEY,
+            -- the first hit's article title, and its company and counterpart if known
+            title TEXT NOT NULL,
+            company TEXT,
+            counterpart TEXT,
+            -- when the story happened (the first article's date, else when it was found)
+            event_at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            -- JSON: the first article's title words and text shingle sketch
+            title_words TEXT NOT NULL DEFAULT '[]',
+            sketch TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX stories_event ON stories(event_at);
+        ALTER TABLE hits ADD COLUMN story_id INTEGER REFERENCES stories(id);
+        CREATE INDEX hits_story ON hits(story_id);
+        -- NULL: sent on its own; else the digest schedule ('daily 08:00', or
+        -- 'quiet' after a channel's quiet hours) whose message carries it
+        ALTER TABLE alerts ADD COLUMN digest TEXT;
+        """
+    )
+
+
+@migrations(name="0040_alerts_hit_list_stories")
+def _m0040_alerts_hit_list_stories(db: sqlite_utils.Database) -> None:
+    # The hits view gains each hit's story and how many outlets told it. The
+    # view is rebuilt from its stored definition so the columns before stay as they are.
+    (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'hit_list'").fetchone()
+    head, sep, tail = sql.rpartition("FROM hits")
+    if not sep:
+        raise sqlite3.OperationalError("hit_list has an unexpected definition")
+    extra = (
+        ",\n            hits.story_id AS story_id,\n"
+        "            (SELECT count(DISTINCT e2.feed_id) FROM hits AS h2\n"
+        "             JOIN entries AS e2 ON e2.id = h2.entry_id\n"
+        "             WHERE h2.story_id = hits.story_id) AS story_outlets\n        "
+    )
+    db.execute("DROP VIEW hit_list")
+    db.execute(head.rstrip() + extra + sep + tail)
+
+
 # New migrations go above this line, each a small function with a new name.
 
 
@@ -317,6 +365,8 @@ class NewEntry:
     language: str | None
     #: The rules that matched this entry's article.
     hits: tuple[Match, ...]
+    #: Record its alerts as 'skipped': an old entry resurfacing, not news (B24).
+    baseline: bool = False
 
 
 @dataclass(frozen=True)
@@ -334,6 +384,41 @@ class DueAlert:
     link: str | None
     published: str | None
     feed_name: str
+    category: str | None = None
+    #: The hit's story (issue #4), if it has one.
+    story_id: int | None = None
+    #: NULL for a message of its own; else the digest schedule the row waits for.
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """One outbox row to write for a new hit: where, in which state, and when due."""
+
+    channel: str
+    status: str
+    next_attempt_at: datetime
+    #: The digest schedule the row waits for; None sends it on its own.
+    digest: str | None = None
+    #: Why it is not sent (e.g. the story already alerted); stored in last_error.
+    note: str | None = None
+
+
+class HitRouter(Protocol):
+    """Decides a new hit's outbox rows inside the poll's transaction (stories, digests)."""
+
+    def __call__(
+        self,
+        db: sqlite_utils.Database,
+        *,
+        hit_id: int,
+        entry_id: int,
+        entry: NewEntry,
+        match: Match,
+        channels: Sequence[str],
+        baseline: bool,
+        now: datetime,
+    ) -> Sequence[Route]: ...
 
 
 class Store:
@@ -555,6 +640,13 @@ class Store:
             out.append(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
         return out
 
+    def oldest_published(self, feed_id: int) -> datetime | None:
+        """The oldest publication date among the feed's stored entries (B24)."""
+        row = self.db.execute(
+            "SELECT min(published) FROM entries WHERE feed_id = ?", [feed_id]
+        ).fetchone()
+        return from_iso(row[0]) if row and row[0] else None
+
     def hit_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM hits").fetchone()[0])
 
@@ -645,6 +737,7 @@ class Store:
         entries: Sequence[NewEntry],
         channels: Sequence[str],
         baseline: bool,
+        router: HitRouter | None = None,
     ) -> tuple[int, int]:
         """Store one successful poll atomically; returns (hits, alerts queued).
 
@@ -704,16 +797,41 @@ class Store:
                     if hit.rowcount != 1:
                         continue
                     hits += 1
-                    hit_id = hit.lastrowid
+                    hit_id = cast(int, hit.lastrowid)
                     # A tag-only rule (alert: false) records the hit and sends nothing.
-                    for channel in (m.channels or channels) if m.alert else ():
+                    routes: Sequence[Route] = ()
+                    if m.alert and router is not None:
+                        routes = router(
+                            db,
+                            hit_id=hit_id,
+                            entry_id=entry_id,
+                            entry=e,
+                            match=m,
+                            channels=channels,
+                            baseline=baseline or e.baseline,
+                            now=now,
+                        )
+                    elif m.alert:
+                        routes = [
+                            Route(c, "skipped" if e.baseline else status, now)
+                            for c in (m.channels or channels)
+                        ]
+                    for r in routes:
                         db.execute(
                             "INSERT INTO alerts (hit_id, channel, status, created_at, "
-                            "next_attempt_at) VALUES (?, ?, ?, ?, ?) "
+                            "next_attempt_at, digest, last_error) VALUES (?, ?, ?, ?, ?, ?, ?) "
                             "ON CONFLICT(hit_id, channel) DO NOTHING",
-                            [hit_id, channel, status, iso(now), iso(now)],
+                            [
+                                hit_id,
+                                r.channel,
+                                r.status,
+                                iso(now),
+                                iso(r.next_attempt_at),
+                                r.digest,
+                                r.note,
+                            ],
                         )
-                        queued += status == "pending"
+                        queued += r.status == "pending"
             db.execute(
                 """
                 UPDATE feeds SET title = coalesce(?, title), etag = ?, last_modified = ?,
@@ -755,7 +873,8 @@ class Store:
                 """
                 SELECT alerts.id, alerts.hit_id, alerts.channel, alerts.attempts, hits.rule,
                        hits.terms, hits.sentence, entries.title, entries.link, entries.published,
-                       coalesce(feeds.name, feeds.title, feeds.url)
+                       coalesce(feeds.name, feeds.title, feeds.url), hits.category,
+                       hits.story_id, alerts.digest
                 FROM alerts
                 JOIN hits ON hits.id = alerts.hit_id
                 JOIN entries ON entries.id = hits.entry_id
@@ -785,6 +904,9 @@ class Store:
                 link=r[8],
                 published=r[9],
                 feed_name=r[10],
+                category=r[11],
+                story_id=r[12],
+                digest=r[13],
             )
             for r in rows
         ]
@@ -810,6 +932,87 @@ class Store:
                     alert_id,
                 ],
             )
+
+    def defer_alert(self, alert_id: int, until: datetime, reason: str | None = None) -> None:
+        """Put a claimed row back, due at ``until``, without counting an attempt.
+
+        For a channel that asked us to wait (Retry-After) or just failed.
+        """
+        with self.write() as db:
+            db.execute(
+                "UPDATE alerts SET status = 'pending', lease_until = NULL, next_attempt_at = ?, "
+                "last_error = coalesce(?, last_error) WHERE id = ? AND status = 'sending'",
+                [iso(until), reason, alert_id],
+            )
+
+    def retry_alert(self, alert_id: int, now: datetime) -> bool:
+        """Make a dead (or pending) row due now with a fresh attempt count; False if not found."""
+        with self.write() as db:
+            cur = db.execute(
+                "UPDATE alerts SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+                "lease_until = NULL WHERE id = ? AND status IN ('dead', 'pending', 'skipped')",
+                [iso(now), alert_id],
+            )
+            return cur.rowcount == 1
+
+    def alerts(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Outbox rows, newest first, with their hit's title and rule (``monitor alerts list``)."""
+        where, params = ("WHERE alerts.status = ?", [status]) if status else ("", [])
+        cur = self.db.execute(
+            f"""
+            SELECT alerts.id, alerts.hit_id, alerts.channel, alerts.status, alerts.attempts,
+                   alerts.digest, alerts.next_attempt_at, alerts.sent_at, alerts.last_error,
+                   hits.rule, hits.story_id, entries.title
+            FROM alerts JOIN hits ON hits.id = alerts.hit_id
+            JOIN entries ON entries.id = hits.entry_id
+            {where} ORDER BY alerts.id DESC LIMIT ?
+            """,
+            [*params, limit],
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def story_outlets(self, story_id: int) -> list[str]:
+        """Every outlet that reported a story, first reporter first, each once."""
+        rows = self.db.execute(
+            "SELECT coalesce(feeds.name, feeds.title, feeds.url) FROM hits "
+            "JOIN entries ON entries.id = hits.entry_id JOIN feeds ON feeds.id = entries.feed_id "
+            "WHERE hits.story_id = ? ORDER BY hits.id",
+            [story_id],
+        ).fetchall()
+        return list(dict.fromkeys(r[0] for r in rows))
+
+    def notice_since(self, kind: str, subject: str, since: datetime) -> bool:
+        """True if an operator notice of this kind about this subject was made since ``since``."""
+        row = self.db.execute(
+            "SELECT 1 FROM operator_notices WHERE kind = ? AND subject = ? AND created_at >= ? "
+            "LIMIT 1",
+            [kind, subject, iso(since)],
+        ).fetchone()
+        return row is not None
+
+    def channel_last_sent(self, channel: str) -> datetime | None:
+        """When the channel last delivered a message, if ever."""
+        row = self.db.execute(
+            "SELECT max(sent_at) FROM alerts WHERE channel = ? AND status = 'sent'", [channel]
+        ).fetchone()
+        return from_iso(row[0]) if row else None
+
+    def channel_failing_since(self, channel: str) -> datetime | None:
+        """When the channel's oldest still-failing row was queued, if none was sent since."""
+        row = self.db.execute(
+            "SELECT min(created_at) FROM alerts WHERE channel = ? AND status IN "
+            "('pending', 'sending') AND attempts > 0",
+            [channel],
+        ).fetchone()
+        since = from_iso(row[0]) if row else None
+        if since is None:
+            return None
+        sent = self.db.execute(
+            "SELECT 1 FROM alerts WHERE channel = ? AND status = 'sent' AND sent_at > ? LIMIT 1",
+            [channel, iso(since)],
+        ).fetchone()
+        return None if sent else since
 
     def alert_counts(self) -> dict[str, int]:
         return {
@@ -869,4 +1072,18 @@ def open_store(path: str | Path, *, migrate: bool = True) -> Store:
             migrations.apply(db)
         except sqlite3.Error as e:
             raise StoreError(f"{p}: migration failed: {e}") from e
+        # The WAL migration ran once; someone may have reset the mode since (D9).
+        # Switching back needs no other connection in the file, else we refuse.
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.Error as e:
+            mode = str(e)
+        if mode != "wal":
+            conn.close()
+            raise StoreError(
+                f"{p}: cannot put the database in WAL mode ({mode}); "
+                "stop other programs using it and start again"
+            )
     return Store(db, p)

@@ -227,7 +227,9 @@ def test_canned_queries_say_what_happened(ds: Datasette) -> None:
     salesforce = [w for w in weeks if w["company"] == "Salesforce"]
     assert {w["week_of"] for w in salesforce} >= {"2025-06-02"}  # a Monday
     statuses = rows(ds, f"/{DB}/alerts_by_status.json")
-    assert {s["status"] for s in statuses} == {"pending"}  # the receiver is down
+    # The receiver is down: pending. The XSS feed retells the Tribune's CBP
+    # story, so its report attaches to that story and is skipped (issue #4).
+    assert {s["status"] for s in statuses} == {"pending", "skipped"}
     pending = rows(ds, f"/{DB}/alerts_pending_or_dead.json")
     assert pending and all(p["channel"] == "hook" and p["last_error"] for p in pending)
     for q in metadata(DB)["databases"][DB]["queries"]:
@@ -474,9 +476,10 @@ def test_browse_metadata_option_prints_yaml(filled: Path, run_cli: Any) -> None:
     assert f"  {DB}:" in out.stdout and "hits_feed:" in out.stdout
 
 
-@pytest.mark.xfail(
-    strict=True, reason="datasette-atom 0.9 takes max() of the rows' atom_updated: no rows, 500"
-)
 def test_atom_feed_of_an_empty_database_answers(tmp_path: Path) -> None:
+    """datasette-atom 0.9 fails on zero rows; an empty database gets one 'no hits yet' entry."""
     open_store(tmp_path / "m.db").close()
-    assert get(make_datasette(tmp_path / "m.db"), "/m/hits_feed.atom").status_code == 200
+    response = get(make_datasette(tmp_path / "m.db"), "/m/hits_feed.atom")
+    assert response.status_code == 200
+    feed = feedparser.parse(response.text)
+    assert [e.title for e in feed.entries] == ["No hits yet"]
