@@ -24,7 +24,6 @@ import click
 
 from monitor.config import Settings, load_settings, parse_duration
 from monitor.exceptions import MonitorError
-from monitor.fetch import GuardedFetcher
 from monitor.store import open_store
 
 log = logging.getLogger("monitor")
@@ -332,14 +331,9 @@ async def _check(
     sources: tuple[str, ...], fetch: Any, rules: Any, *, articles: bool
 ) -> list[dict[str, Any]]:
     from monitor.extract import ThreadExtractor
-    from monitor.pipeline import check_feed_source
+    from monitor.pipeline import check_feed_source, make_fetcher
 
-    fetcher = GuardedFetcher(
-        allow_networks=fetch.allow_networks,
-        connect_timeout=fetch.connect_timeout,
-        read_timeout=fetch.read_timeout,
-        total_timeout=fetch.total_timeout,
-    )
+    fetcher = make_fetcher(fetch)
     extractor = ThreadExtractor(timeout=fetch.extract_timeout)
     try:
         return [

@@ -182,20 +182,14 @@ def _fetch(ctx: click.Context, url: str) -> Article:
 
     from monitor.config import FetchConfig
     from monitor.extract import ThreadExtractor
-    from monitor.fetch import GuardedFetcher
-    from monitor.pipeline import fetch_article
+    from monitor.pipeline import fetch_article, make_fetcher
     from monitor.types import EntryData
 
     settings = _settings_or_none(ctx)
     fetch = settings.fetch if settings else FetchConfig()
 
     async def run() -> Article:
-        fetcher = GuardedFetcher(
-            allow_networks=fetch.allow_networks,
-            connect_timeout=fetch.connect_timeout,
-            read_timeout=fetch.read_timeout,
-            total_timeout=fetch.total_timeout,
-        )
+        fetcher = make_fetcher(fetch)
         extractor = ThreadExtractor(timeout=fetch.extract_timeout)
         try:
             entry = EntryData(guid=None, link=url, title="", summary="")

@@ -43,7 +43,7 @@ from monitor.alert import (
     dispatch,
     term_roles,
 )
-from monitor.config import Settings, check_rule_channels
+from monitor.config import FetchConfig, Settings, check_rule_channels
 from monitor.exceptions import (
     BlockedAddressError,
     ExtractError,
@@ -587,6 +587,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def make_fetcher(fetch: FetchConfig) -> GuardedFetcher:
+    """The guarded fetcher with the configured allow-list and timeouts."""
+    return GuardedFetcher(
+        allow_networks=fetch.allow_networks,
+        connect_timeout=fetch.connect_timeout,
+        read_timeout=fetch.read_timeout,
+        total_timeout=fetch.total_timeout,
+    )
+
+
 def make_monitor(
     settings: Settings,
     *,
@@ -604,12 +614,7 @@ def make_monitor(
     rules = _rules if _rules is not None else load_rules(settings.rules)
     check_rule_channels(settings, [(r.source, c) for r in rules.rules for c in r.channels])
     store = _store if _store is not None else open_store(settings.database)
-    fetcher = _fetcher or GuardedFetcher(
-        allow_networks=settings.fetch.allow_networks,
-        connect_timeout=settings.fetch.connect_timeout,
-        read_timeout=settings.fetch.read_timeout,
-        total_timeout=settings.fetch.total_timeout,
-    )
+    fetcher = _fetcher or make_fetcher(settings.fetch)
     # Worker processes, so a pathological page costs at most extract_timeout (B26).
     extractor = _extractor or ProcessExtractor(timeout=settings.fetch.extract_timeout)
     notifier = _notifier or AppriseNotifier(settings.channels, timeout=settings.alerts.send_timeout)

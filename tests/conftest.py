@@ -95,6 +95,16 @@ class Site:
 
 
 @pytest.fixture
+def server() -> Iterator[HTTPServer]:
+    """A threaded HTTP server on 127.0.0.1 for scripted responses."""
+    s = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    s.start()
+    yield s
+    s.clear()
+    s.stop()
+
+
+@pytest.fixture
 def site() -> Iterator[Site]:
     # Threaded, so one slow response does not hold up the other feeds.
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)

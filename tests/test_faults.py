@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import sqlite3
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -78,15 +77,6 @@ class Clock:
 class NoNotifier:
     async def send(self, channel: str, message: Any) -> None:  # pragma: no cover - unused
         raise AssertionError("these tests never deliver")
-
-
-@pytest.fixture
-def server() -> Iterator[HTTPServer]:
-    s = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    s.start()
-    yield s
-    s.clear()
-    s.stop()
 
 
 def serve_in_turn(server: HTTPServer, path: str, responses: list[Response]) -> list[int]:

@@ -4,10 +4,8 @@ conditional GET, validators, fallbacks and identity across polls."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -52,15 +50,6 @@ class Recorder:
 
     async def send(self, channel: str, message: Message) -> None:
         self.sent.append((channel, message))
-
-
-@pytest.fixture
-def server() -> Iterator[HTTPServer]:
-    s = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    s.start()
-    yield s
-    s.clear()
-    s.stop()
 
 
 def serve_in_turn(server: HTTPServer, path: str, bodies: list[str]) -> None:
