@@ -3,12 +3,13 @@
 No I/O. The title and text are prepared once (capped, NFC, whitespace runs
 collapsed to one character so offsets stay put, typographic dashes and
 apostrophes made plain), then every term of every rule is found in one pass
-of an Aho-Corasick automaton over the lower-cased text
-(:class:`monitor.rules.TermIndex`); each candidate is checked for word
-boundaries and, for case-sensitive terms, the exact case. RE2 patterns run
-on their own. The rules' logic is then evaluated on the occurrences alone:
-fields and proximity (``within``) are ranges of the text. Sentences are cut
-only when a rule needs them or matched.
+of a multi-pattern automaton (hyperscan, else pyahocorasick) over the
+lower-cased text (:class:`monitor.rules.TermIndex`); each candidate is
+checked for word boundaries and, for case-sensitive terms, the exact case.
+RE2 patterns run on their own. A rule none of whose required terms occurred
+is skipped at once (``TermIndex.required``); the others are evaluated on the
+occurrences alone: fields and proximity (``within``) are ranges of the text.
+Sentences are cut only when a rule needs them or matched.
 
 :func:`reference_find_terms` is the slow, obviously-correct matcher (word by
 word, as the first version did); tests and ``bench/bench_match.py`` check
@@ -20,14 +21,16 @@ from __future__ import annotations
 import bisect
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import chain, pairwise
 
 from monitor.rules import (
     Cond,
     Condition,
     Group,
+    KeyInfo,
     Rule,
     RuleSet,
     Term,
@@ -58,12 +61,18 @@ MAX_TEXT_CHARS = 200_000
 #: Evidence sentences are trimmed to about this many characters.
 SENTENCE_CHARS = 400
 
-_INVISIBLE_RE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
+_INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+_INVISIBLE_RE = re.compile(f"[{_INVISIBLE}]")
 # A whitespace run holding a line break becomes one line break, any other run
 # one space: each run keeps one character, so "open\n\n letter" is "open letter"
-# to the automaton while paragraphs still end sentences.
-_ODD_SPACE = re.compile(r"[^\S \n]")
-_TYPOGRAPHIC = re.compile("[\u2010-\u2013\u2212\u2018\u2019\u02bc]")
+# to the automaton while paragraphs still end sentences. These are the
+# characters other than space and line break that str.isspace() and \\s call
+# whitespace (tests check the list against every code point).
+_ODD_SPACES = (
+    "\t\x0b\x0c\r\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+    "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_ODD_ASCII_SPACES = "\t\x0b\x0c\r\x1c\x1d\x1e\x1f"
 _PLAIN: dict[str, str] = dict(
     {
         "\u2010": "-",
@@ -97,18 +106,31 @@ class Prepared:
 
 
 def _clean(text: str) -> str:
-    text = unicodedata.normalize("NFC", text)
-    if _INVISIBLE_RE.search(text):
-        text = _INVISIBLE_RE.sub("", text)
-    # str.replace runs at memory speed; a regex over every character does not.
-    if _ODD_SPACE.search(text):
-        text = _ODD_SPACE.sub(" ", text)
-    while "  " in text:
-        text = text.replace("  ", " ")
-    text = text.replace(" \n", "\n").replace("\n ", "\n")
-    while "\n\n" in text:
-        text = text.replace("\n\n", "\n")
-    return text.strip()
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+        # One `in` per character runs at memory speed; a regex over every character does not.
+        if any(c in text for c in _INVISIBLE):
+            text = _INVISIBLE_RE.sub("", text)
+        odd = _ODD_SPACES
+    else:
+        odd = _ODD_ASCII_SPACES
+    if any(c in text for c in odd) or "  " in text or _untidy_lines(text):
+        # A run holding a line break becomes one line break, any other run one space.
+        text = "\n".join([line for part in text.split("\n") if (line := " ".join(part.split()))])
+    return text
+
+
+def _untidy_lines(text: str) -> bool:
+    """Whether ``text`` starts or ends with whitespace or has a line break next to one."""
+    if text[:1].isspace() or text[-1:].isspace():
+        return True
+    # Line breaks are few: finding each beats scanning for " \n", "\n " and "\n\n".
+    i = text.find("\n")
+    while i != -1:
+        if text[i - 1] == " " or text[i + 1] in " \n":
+            return True
+        i = text.find("\n", i + 1)
+    return False
 
 
 def prepare_text(text: str) -> str:
@@ -121,11 +143,11 @@ def prepare(title: str, text: str) -> Prepared:
     title = _clean(title[:MAX_TEXT_CHARS])
     body = _clean(text[: max(0, MAX_TEXT_CHARS - len(title) - 1)])
     shown = title + "\n" + body
-    canon = shown
-    if _TYPOGRAPHIC.search(shown):
+    canon = shown.replace("\n", " ")
+    if not canon.isascii():
         for char, plain in _PLAIN.items():
-            canon = canon.replace(char, plain)
-    canon = canon.replace("\n", " ")
+            if char in canon:
+                canon = canon.replace(char, plain)
     return Prepared(shown=shown, canon=canon, low=lower_text(canon), title_end=len(title))
 
 
@@ -134,20 +156,28 @@ def find_terms(p: Prepared, index: TermIndex) -> dict[int, list[tuple[int, int]]
     low, canon = p.low, p.canon
     n = len(low)
     hits: dict[int, list[tuple[int, int]]] = {}
-    if index.automaton is not None:
-        for last, (length, values) in index.automaton.iter(low):
-            start = last - length + 1
-            if start and low[start - 1].isalnum():
+    # Each candidate: (offset of its last character, (length, values)).
+    candidates: Iterable[tuple[int, KeyInfo]] = ()
+    if index.database is not None:
+        candidates = _scan(low, index)
+    elif index.automaton is not None:
+        candidates = index.automaton.iter(low)
+    for last, (length, values) in candidates:
+        start = last - length + 1
+        if start and low[start - 1].isalnum():
+            continue
+        after = last + 1
+        more = after < n and low[after].isalnum()
+        for tid, exact, prefix in values:
+            if more and not prefix:
                 continue
-            after = last + 1
-            more = after < n and low[after].isalnum()
-            for tid, exact, prefix in values:
-                if more and not prefix:
-                    continue
-                if exact is not None and canon[start:after] != exact:
-                    continue
-                stop = _WORD_TAIL.match(low, after).end() if more else after  # type: ignore[union-attr]
-                hits.setdefault(tid, []).append((start, stop))
+            if exact is not None and canon[start:after] != exact:
+                continue
+            stop = _WORD_TAIL.match(low, after).end() if more else after  # type: ignore[union-attr]
+            if tid in hits:
+                hits[tid].append((start, stop))
+            else:
+                hits[tid] = [(start, stop)]
     for tid, rx in index.regexes:
         spans = [m.span() for m in rx.finditer(canon)]
         if spans:
@@ -159,6 +189,35 @@ def find_terms(p: Prepared, index: TermIndex) -> dict[int, list[tuple[int, int]]
     for spans in hits.values():
         spans.sort()
     return hits
+
+
+# Continuation bytes of UTF-8 (0b10xxxxxx) become 1, every other byte 0: a
+# character ends before byte offset x where x minus the 1s before x says.
+_CONTINUATION = bytes(1 if 0x80 <= b < 0xC0 else 0 for b in range(256))
+
+
+def _scan(low: str, index: TermIndex) -> list[tuple[int, KeyInfo]]:
+    """Run the hyperscan database over ``low`` (as UTF-8), in character offsets."""
+    data = low.encode("utf-8", "surrogatepass")
+    found: list[tuple[int, int]] = []
+    append = found.append
+
+    def on_match(key: int, _start: int, end: int, _flags: int, _context: object) -> None:
+        append((end, key))
+
+    index.database.scan(data, match_event_handler=on_match, scratch=index.scratch())
+    info = index.key_info
+    if len(data) == len(low):  # ASCII: bytes are characters
+        return [(end - 1, info[key]) for end, key in found]
+    found.sort()  # by end offset, so the count of continuation bytes only grows
+    marks = data.translate(_CONTINUATION)
+    out = []
+    seen = extra = 0
+    for end, key in found:
+        extra += marks.count(1, seen, end)
+        seen = end
+        out.append((end - extra - 1, info[key]))
+    return out
 
 
 def reference_find_terms(p: Prepared, terms: Sequence[Term]) -> dict[int, list[tuple[int, int]]]:
@@ -210,8 +269,15 @@ class _Result:
     categories: list[str] = field(default_factory=list)
 
     def add(self, other: _Result) -> None:
-        for tid, spans in other.spans.items():
-            self.spans.setdefault(tid, []).extend(spans)
+        # Span lists may be shared with the article's hits: never change one
+        # in place, join into a new list instead.
+        mine = self.spans
+        if not mine:
+            mine.update(other.spans)
+        else:
+            for tid, spans in other.spans.items():
+                old = mine.get(tid)
+                mine[tid] = spans if old is None else old + spans
         self.score += other.score
         self.categories += other.categories
 
@@ -223,9 +289,32 @@ class _Context:
         self.p = p
         self.index = index
         self.hits = hits
+        self.size = len(p.shown)
         self._groups: dict[int, dict[int, list[tuple[int, int]]]] = {}
         self._starts: dict[int, list[int]] = {}
         self._sentences: list[tuple[int, int]] | None = None
+        self._starts_of_sentences: list[int] | None = None
+        self._grouped: dict[int, dict[int, list[tuple[int, int]]]] | None = None
+
+    def _by_group(self) -> dict[int, dict[int, list[tuple[int, int]]]]:
+        """``id(group)`` -> term id -> spans, for every indexed group: one pass over the hits."""
+        if self._grouped is None:
+            grouped: dict[int, dict[int, list[tuple[int, int]]]] = {}
+            term_groups = self.index.term_groups
+            for tid, spans in self.hits.items():
+                for key in term_groups[tid]:
+                    if key in grouped:
+                        grouped[key][tid] = spans
+                    else:
+                        grouped[key] = {tid: spans}
+            self._grouped = grouped
+        return self._grouped
+
+    @property
+    def sentence_starts(self) -> list[int]:
+        if self._starts_of_sentences is None:
+            self._starts_of_sentences = [s for s, _ in self.sentences]
+        return self._starts_of_sentences
 
     @property
     def sentences(self) -> list[tuple[int, int]]:
@@ -239,10 +328,10 @@ class _Context:
         if key in self._groups:
             return self._groups[key]
         ids = self.index.ids
-        members = self.index.groups.get(key)
-        if members is None:  # a group built outside the indexed rules
-            members = frozenset(ids[t] for t in g.terms)
-        out = {tid: self.hits[tid] for tid in members & self.hits.keys()}
+        if key in self.index.groups:
+            out = self._by_group().get(key, {})
+        else:  # a group built outside the indexed rules
+            out = {ids[t]: self.hits[ids[t]] for t in g.terms if ids[t] in self.hits}
         if g.unless and out:
             near = sorted(s for t in g.unless for s in self.hits.get(ids[t], ()))
             if near:
@@ -294,8 +383,15 @@ class _Context:
 
 def _eval(c: Cond, ctx: _Context, lo: int, hi: int) -> _Result | None:
     if isinstance(c, Group):
+        occurrences = ctx.occurrences(c)
+        if not occurrences:
+            return None
+        if lo <= 0 and hi >= ctx.size:
+            # The whole article: every occurrence counts. The lists are shared,
+            # never changed (_Result.add copies into lists of its own).
+            return _Result(spans=dict(occurrences), score=c.weight or 0.0)
         res = None
-        for tid, spans in ctx.occurrences(c).items():
+        for tid, spans in occurrences.items():
             k1 = bisect.bisect_left(spans, (lo, -1))
             k2 = bisect.bisect_left(spans, (hi, -1))
             inside = [s for s in spans[k1:k2] if s[1] <= hi]
@@ -387,7 +483,13 @@ def _has_weight(c: Cond) -> bool:
 def _rule_result(rule: Rule, ctx: _Context, language: str | None) -> _Result | None:
     if not _language_ok(rule, language):
         return None
-    res = _eval(rule.condition, ctx, 0, len(ctx.p.shown))
+    required = ctx.index.required.get(id(rule))
+    if required is not None:
+        found = ctx.hits.keys()
+        # Cheap: a set of terms of which none occurred rules the rule out.
+        if any(terms.isdisjoint(found) for terms in required):
+            return None
+    res = _eval(rule.condition, ctx, 0, ctx.size)
     if res is None:
         return None
     if not _weighted(rule):
@@ -398,14 +500,21 @@ def _rule_result(rule: Rule, ctx: _Context, language: str | None) -> _Result | N
 
 
 def _to_match(rule: Rule, res: _Result, ctx: _Context) -> Match:
-    terms = ctx.index.terms
-    order = sorted(res.spans, key=lambda t: (min(res.spans[t])[0], terms[t].written))
+    written, shown = ctx.index.written, ctx.index.shown
+    spans = res.spans
+    # The first occurrence, then as written; the position keeps ties in insertion order.
+    keyed = sorted(
+        [(min(found)[0], written[t], i, t) for i, (t, found) in enumerate(spans.items())]
+    )
+    order = [k[3] for k in keyed]
     categories = list(dict.fromkeys(res.categories))
     category = categories[0] if categories else rule.category
     return Match(
         rule=rule.name,
-        terms=tuple(dict.fromkeys(terms[t].shown for t in order)),
-        sentence=_evidence(ctx.p.shown, ctx.sentences, [res.spans[t] for t in order]),
+        terms=tuple(dict.fromkeys(shown[t] for t in order)),
+        sentence=_evidence(
+            ctx.p.shown, ctx.sentences, ctx.sentence_starts, [spans[t] for t in order]
+        ),
         channels=rule.channels,
         category=category,
         score=round(res.score, 6),
@@ -507,8 +616,15 @@ def explain_article(article: Article, ruleset: RuleSet) -> list[Explanation]:
 # A sentence ends at . ! ? or … (plus closing quotes/brackets) before
 # whitespace, or at a line break (paragraphs, and the title line); neither
 # when a lower-case word follows.
-_END = re.compile("[.!?\u2026]+[\"'\u00bb\u00ab\u201c\u201d\u2018\u2019)\\]]*(?=\\s)|\n")
-_NEXT_WORD = re.compile(r"\s*(\S*)")
+#
+# Written to start with one character class, which lets `re` skip ahead in C
+# to the next candidate; the look-ahead captures the following word.
+_END = re.compile(
+    "[.!?\u2026\n](?:(?<=\n)|(?<!\n)[.!?\u2026]*[\"'\u00bb\u00ab\u201c\u201d\u2018\u2019)\\]]*(?=\\s))"
+    "(?=\\s*(\\S*))"
+)
+# The word before a period, read backwards (only its first few letters matter).
+_WORD_BEFORE = re.compile(r"\w{0,7}")
 # Words that end in a period without ending the sentence (English and German).
 _ABBREVIATIONS = frozenset(
     [
@@ -592,13 +708,18 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     """
     cuts = [0]
     for m in _END.finditer(text):
-        nxt = _NEXT_WORD.match(text, m.end())
-        following = nxt.group(1) if nxt else ""
+        following = m.group(1)
         if following[:1].islower():
             continue
-        if m.group().startswith(".") and not m.group().startswith(".."):
-            before = re.search(r"(\w+)$", text[max(0, m.start() - 30) : m.start()])
-            word = before.group(1) if before else ""
+        a = m.start()
+        # Only a short word before a single period may keep the sentence going:
+        # six letters before it settle the common case without a closer look.
+        if (
+            text[a] == "."
+            and text[a + 1 : a + 2] != "."
+            and not (a >= 6 and text[a - 6 : a].isalpha())
+        ):
+            word = _WORD_BEFORE.match(text[max(0, a - 7) : a][::-1]).group()[::-1]  # type: ignore[union-attr]
             if len(word) == 1 and word.isalpha():
                 continue  # an initial, or U.S.
             if word.casefold() in _ABBREVIATIONS:
@@ -618,24 +739,32 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
 
 
 def _evidence(
-    text: str, sentences: list[tuple[int, int]], occurrences: list[list[tuple[int, int]]]
+    text: str,
+    sentences: list[tuple[int, int]],
+    starts: list[int],
+    occurrences: list[list[tuple[int, int]]],
 ) -> str:
-    """The sentence holding the most distinct matched terms (earliest on a tie), trimmed."""
-    starts = [s for s, _ in sentences]
-    per_sentence: dict[int, set[int]] = {}
-    first_in: dict[int, int] = {}
-    for term_no, spans in enumerate(occurrences):
-        for start, _end in spans:
-            k = bisect.bisect_right(starts, start) - 1
-            if k < 0:
-                continue
-            per_sentence.setdefault(k, set()).add(term_no)
-            first_in[k] = min(first_in.get(k, start), start)
+    """The sentence holding the most distinct matched terms (earliest on a tie), trimmed.
+
+    ``starts`` are the sentences' start offsets. An occurrence belongs to the
+    last sentence starting at or before it.
+    """
+    where = bisect.bisect_right
+    # Sentence number + 1 -> how many distinct terms occur in it (0: before the first).
+    per_sentence = Counter(
+        chain.from_iterable(
+            {where(starts, start) for start, _end in spans} for spans in occurrences
+        )
+    )
+    per_sentence.pop(0, None)
     if not per_sentence:
         return ""
-    best = min(per_sentence, key=lambda k: (-len(per_sentence[k]), k))
+    most = max(per_sentence.values())
+    best = min(k for k, n in per_sentence.items() if n == most) - 1
     s, e = sentences[best]
-    return _trim(text, s, e, first_in[best])
+    after = starts[best + 1] if best + 1 < len(starts) else len(text) + 1
+    focus = min(start for spans in occurrences for start, _end in spans if s <= start < after)
+    return _trim(text, s, e, focus)
 
 
 def _trim(text: str, start: int, end: int, focus: int) -> str:

@@ -54,6 +54,7 @@ every problem; it never returns part of the rules.
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 import warnings
 from collections.abc import Iterator, Sequence
@@ -66,6 +67,11 @@ from typing import Any
 
 import ahocorasick
 import re2
+
+try:  # optional: several times faster than pyahocorasick where it installs
+    import hyperscan
+except ImportError:  # pragma: no cover - depends on the environment
+    hyperscan = None  # type: ignore[assignment]
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -73,9 +79,12 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from monitor.exceptions import RuleError
 
 __all__ = [
+    "DEFAULT_ENGINE",
+    "ENGINES",
     "MAX_FILE_BYTES",
     "Condition",
     "Group",
+    "KeyInfo",
     "Rule",
     "RuleSet",
     "Term",
@@ -95,6 +104,10 @@ MAX_SPELLINGS = 64
 #: Default number of words an ``unless_near`` exclusion looks either side.
 DEFAULT_WINDOW = 5
 SEVERITIES = ("low", "medium", "high", "critical")
+#: Multi-pattern engines a :class:`TermIndex` can compile to; both find the same.
+ENGINES = ("hyperscan", "pyahocorasick")
+#: hyperscan where the optional package is installed, else pyahocorasick.
+DEFAULT_ENGINE = "hyperscan" if hyperscan is not None else "pyahocorasick"
 MODES = ("immediate", "digest")
 FIELDS = ("title", "text")
 
@@ -417,18 +430,26 @@ class RuleSet:
         return TermIndex.build(self.rules)
 
 
+#: Per key of the automaton: its length in characters and the
+#: ``(term id, exact text or None, prefix)`` of every term spelled that way.
+KeyInfo = tuple[int, tuple[tuple[int, str | None, bool], ...]]
+
+
 @dataclass(frozen=True)
 class TermIndex:
-    """Every distinct term compiled into one Aho-Corasick automaton (plus RE2 patterns).
+    """Every distinct term compiled into one multi-pattern automaton (plus RE2 patterns).
 
-    The automaton runs over the lower-cased text; each key's value lists
-    ``(term id, exact text or None, prefix)``: the exact text is set for
-    case-sensitive terms and checked against the original case.
+    The automaton runs over the lower-cased text and reports every occurrence
+    of every key (each spelling of each term, lower-cased), overlapping ones
+    too; :func:`monitor.match.find_terms` then checks word boundaries, and the
+    exact case for case-sensitive terms. Two engines do the same job: hyperscan
+    (optional, SIMD, scans UTF-8 bytes) and pyahocorasick (always there).
     """
 
     terms: tuple[Term, ...]
     #: Each term's position in ``terms``.
     ids: dict[Term, int]
+    #: pyahocorasick automaton (engine ``pyahocorasick``): key -> :data:`KeyInfo`.
     automaton: Any
     regexes: tuple[tuple[int, Any], ...]
     #: ``id(group)`` -> the ids of its terms, for every group of the rules indexed.
@@ -436,27 +457,60 @@ class TermIndex:
     #: Terms with more spellings than MAX_SPELLINGS (the loader refuses them;
     #: only rule sets built in code have them): matched word by word instead.
     slow: tuple[int, ...] = ()
+    #: Term id -> ``id(group)`` of every indexed group that holds the term.
+    term_groups: dict[int, tuple[int, ...]] = _field(default_factory=dict)
+    #: ``id(rule)`` -> sets of term ids: the rule can only match an article in
+    #: which some term of each set occurs (a cheap test before the full logic).
+    required: dict[int, tuple[frozenset[int], ...]] = _field(default_factory=dict)
+    #: Each term as a rule file writes it and as a match shows it (by term id).
+    written: tuple[str, ...] = ()
+    shown: tuple[str, ...] = ()
+    #: ``hyperscan`` or ``pyahocorasick``: which engine runs the keys.
+    engine: str = "pyahocorasick"
+    #: hyperscan database (engine ``hyperscan``) of the UTF-8 keys; a match's id
+    #: indexes ``key_info``.
+    database: Any = None
+    key_info: tuple[KeyInfo, ...] = ()
+    #: Per-thread hyperscan scratch space: one scratch cannot serve two scans at once.
+    _local: threading.local = _field(default_factory=threading.local, compare=False, repr=False)
+
+    def scratch(self) -> Any:
+        """This thread's hyperscan scratch space for ``database``."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self.database)
+        return scratch
 
     @classmethod
-    def build(cls, rules: Sequence[Rule]) -> TermIndex:
+    def build(cls, rules: Sequence[Rule], engine: str | None = None) -> TermIndex:
         """Index every distinct term of ``rules``."""
         ids: dict[Term, int] = {}
         for rule in rules:
             for term in rule.terms():
                 ids.setdefault(term, len(ids))
-        index = cls.from_terms(tuple(ids))
+        index = cls.from_terms(tuple(ids), engine)
         stack: list[Cond] = [c for r in rules for c in (*r.all, *r.any, *r.none)]
         while stack:
             c = stack.pop()
             if isinstance(c, Group):
-                index.groups[id(c)] = frozenset(ids[t] for t in c.terms)
+                if id(c) not in index.groups:
+                    index.groups[id(c)] = members = frozenset(ids[t] for t in c.terms)
+                    for tid in members:
+                        index.term_groups[tid] = (*index.term_groups.get(tid, ()), id(c))
             else:
                 stack.extend((*c.all, *c.any, *c.none))
+        for tid in range(len(ids)):
+            index.term_groups.setdefault(tid, ())
+        for rule in rules:
+            index.required[id(rule)] = tuple(_required(rule.condition, ids))
         return index
 
     @classmethod
-    def from_terms(cls, terms: Sequence[Term]) -> TermIndex:
-        """Compile ``terms`` (distinct) in the given order."""
+    def from_terms(cls, terms: Sequence[Term], engine: str | None = None) -> TermIndex:
+        """Compile ``terms`` (distinct) in the given order, with ``engine`` (default: the best)."""
+        engine = engine or DEFAULT_ENGINE
+        if engine not in ENGINES or (engine == "hyperscan" and hyperscan is None):
+            raise ValueError(f"matching engine {engine!r} is not available")
         keys: dict[str, list[tuple[int, str | None, bool]]] = {}
         regexes = []
         slow = []
@@ -470,18 +524,59 @@ class TermIndex:
             for spelling in spellings or ():
                 exact = spelling if term.case_sensitive else None
                 keys.setdefault(lower_text(spelling), []).append((i, exact, term.prefix))
-        automaton = ahocorasick.Automaton()
-        for key, values in keys.items():
-            automaton.add_word(key, (len(key), tuple(values)))
-        if keys:
+        key_info = tuple((len(key), tuple(values)) for key, values in keys.items())
+        automaton = database = None
+        if keys and engine == "hyperscan":
+            database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            database.compile(
+                expressions=[key.encode("utf-8", "surrogatepass") for key in keys],
+                ids=list(range(len(keys))),
+                elements=len(keys),
+                flags=[0] * len(keys),
+                literal=True,
+            )
+        elif keys:
+            automaton = ahocorasick.Automaton()
+            for key, info in zip(keys, key_info, strict=True):
+                automaton.add_word(key, info)
             automaton.make_automaton()
         return cls(
             terms=tuple(terms),
             ids={t: i for i, t in enumerate(terms)},
-            automaton=automaton if keys else None,
+            automaton=automaton,
             regexes=tuple(regexes),
             slow=tuple(slow),
+            written=tuple(t.written for t in terms),
+            shown=tuple(t.shown for t in terms),
+            engine=engine,
+            database=database,
+            key_info=key_info,
         )
+
+
+def _positive(c: Cond, ids: dict[Term, int]) -> set[int]:
+    """Ids of the terms that can make ``c`` match (``none`` and ``unless`` left out)."""
+    if isinstance(c, Group):
+        return {ids[t] for t in c.terms}
+    return {i for x in (*c.all, *c.any) for i in _positive(x, ids)}
+
+
+def _required(c: Cond, ids: dict[Term, int]) -> list[frozenset[int]]:
+    """Sets of term ids of which ``c`` needs at least one each (a necessary condition).
+
+    A group needs one of its terms; ``all`` needs what each part needs; ``any``
+    needs a term of some part. Fields, windows, ``none`` and ``unless`` only
+    take matches away, so they add nothing here.
+    """
+    if isinstance(c, Group):
+        return [frozenset(ids[t] for t in c.terms)]
+    out = [terms for x in c.all for terms in _required(x, ids)]
+    if c.any and c.at_least >= 1:
+        parts = [_positive(x, ids) for x in c.any]
+        # A part with no terms at all (only `none`) could match on nothing.
+        if all(parts):
+            out.append(frozenset().union(*parts))
+    return out
 
 
 def _compile_regex(pattern: str, case_sensitive: bool) -> Any:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from monitor.exceptions import RuleError
 from monitor.match import find_terms, match_article, prepare, reference_find_terms
-from monitor.rules import Term, TermIndex, load_rules, rules_from_text
+from monitor.rules import ENGINES, Term, TermIndex, load_rules, rules_from_text
 from monitor.types import Article
 
 DATA = Path(__file__).parent / "data" / "rules"
@@ -257,17 +257,173 @@ def _term(draw: st.DrawFn) -> Term:
     return Term(text, case_sensitive=draw(st.booleans()), prefix=draw(st.booleans()))
 
 
+def _engines() -> list[str]:
+    """Every engine this environment can run (hyperscan is optional)."""
+    out = []
+    for engine in ENGINES:
+        try:
+            TermIndex.from_terms([Term("x")], engine)
+        except ValueError:
+            continue
+        out.append(engine)
+    return out
+
+
+ENGINES_HERE = _engines()
+
+
+@pytest.mark.parametrize("engine", ENGINES_HERE)
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(_term(), min_size=1, max_size=8, unique=True),
     st.lists(st.tuples(_word, _gap), max_size=30),
 )
-def test_automaton_equals_reference(terms: list[Term], pieces: list[tuple[str, str]]) -> None:
+def test_automaton_equals_reference(
+    engine: str, terms: list[Term], pieces: list[tuple[str, str]]
+) -> None:
     """Word boundaries, case rules, prefixes, spellings and gaps: same occurrences."""
     assume(all(t.spellings() is not None for t in terms))  # the loader rejects the others
-    index = TermIndex.from_terms(terms)
+    index = TermIndex.from_terms(terms, engine)
     text = "".join(w + g for w, g in pieces)
     # Put each term into the text once too, so matches are common.
     text += " " + " | ".join(t.text for t in terms)
     p = prepare("", text)
     assert find_terms(p, index) == reference_find_terms(p, index.terms)
+
+
+# Characters of one to four UTF-8 bytes, so that byte offsets (hyperscan)
+# and character offsets part ways, several times per text.
+_WIDE = ["a", "ä", "€", "\U0001f600", "中", "İ", "K", "ß", " ", "-", "\u2013", "\n"]
+
+
+@pytest.mark.parametrize("engine", ENGINES_HERE)
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from([*_WIDE, "ice", "ICE", "Müller", "mueller", "strike"]), max_size=40)
+)
+def test_automaton_offsets_survive_wide_characters(engine: str, pieces: list[str]) -> None:
+    """Emoji, CJK and the Kelvin sign before a term do not shift what is found."""
+    terms = [
+        Term("ice"),
+        Term("ICE", case_sensitive=True),
+        Term("Müller"),
+        Term("stri", prefix=True),
+    ]
+    index = TermIndex.from_terms(terms, engine)
+    p = prepare("Ärger \U0001f600", "".join(pieces) + " ice")
+    assert find_terms(p, index) == reference_find_terms(p, index.terms)
+
+
+def test_unknown_engine_is_an_error() -> None:
+    with pytest.raises(ValueError, match="not available"):
+        TermIndex.from_terms([Term("x")], "grep")
+
+
+def test_both_engines_agree_on_the_shipped_pack() -> None:
+    """The shipped rules give the same matches whichever engine compiled them."""
+    from tests.conftest import SHARED
+
+    rules = load_rules(Path(__file__).resolve().parent.parent / "rules")
+    lines = (SHARED / "corpus" / "articles-dev.jsonl").read_text(encoding="utf-8").splitlines()
+    articles = [json.loads(line) for line in lines[:80]]
+    found = {}
+    for engine in ENGINES_HERE:
+        rules.__dict__["term_index"] = TermIndex.build(rules.rules, engine)
+        found[engine] = [
+            match_article(art(a["text"] or "", a["title"] or ""), rules) for a in articles
+        ]
+    assert len({json.dumps([[m.rule for m in ms] for ms in v]) for v in found.values()}) == 1
+    first = next(iter(found.values()))
+    assert all(v == first for v in found.values())
+    assert any(first)
+
+
+# -- the cheap pre-check never changes a result
+
+_VOCAB = ["alpha", "beta", "gamma", "delta", "ICE", "Zug", "x"]
+_RULES = """
+rules:
+  - name: nested
+    all:
+      - any: [[alpha], {all: [beta, gamma], within: sentence}]
+      - [delta, x]
+    none: [[gamma delta]]
+  - name: vetoed-part
+    any: [{any: [alpha], none: [beta]}, [gamma]]
+  - name: at-least
+    any: [[alpha], [beta], [gamma], {terms: [=ICE], unless_near: [Zug], window: 2}]
+    at_least: 2
+    field: text
+  - name: weighted
+    threshold: 2
+    any: [{terms: [alpha], weight: 1}, {terms: [beta], weight: 1}, {terms: [x], weight: 3}]
+  - name: window
+    all: [[alpha], [delta]]
+    within: 3
+"""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([*_VOCAB, ".", "and", "\n"]), max_size=25),
+    st.lists(st.sampled_from(_VOCAB), max_size=3),
+)
+def test_required_terms_precheck_changes_nothing(words: list[str], title: list[str]) -> None:
+    """Skipping rules whose required terms are absent gives exactly the full evaluation."""
+    article = art(" ".join(words), " ".join(title))
+    assert match_article(article, _FULL) == match_article(article, _CHECKED)
+
+
+_CHECKED = rules_from_text(_RULES)
+_FULL = rules_from_text(_RULES)
+_FULL.term_index.required.clear()  # every rule is evaluated in full
+
+
+def test_required_terms_are_a_necessary_condition() -> None:
+    rules = rules_from_text(_RULES)
+    index = rules.term_index
+    by_name = {r.name: index.required[id(r)] for r in rules.rules}
+    ids = {t.text: i for i, t in enumerate(index.terms)}
+    assert frozenset({ids["delta"], ids["x"]}) in by_name["nested"]
+    assert frozenset({ids["alpha"], ids["beta"], ids["gamma"]}) in by_name["nested"]
+    # `any` needs a term of some part; `none` terms are never required.
+    assert by_name["vetoed-part"] == (frozenset({ids["alpha"], ids["gamma"]}),)
+    assert names(_RULES, "alpha delta") == ["nested", "vetoed-part", "window"]
+
+
+@pytest.mark.parametrize("engine", ENGINES_HERE)
+def test_matching_from_several_threads_at_once(engine: str) -> None:
+    """Each thread scans with its own scratch space (hyperscan refuses a shared one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = TermIndex.from_terms([Term("strike"), Term("ICE", case_sensitive=True)], engine)
+    p = prepare("", "ICE workers strike. " * 8_000)
+    expected = find_terms(p, index)
+    assert len(expected[0]) == 8_000
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: find_terms(p, index), range(8)))
+    assert all(r == expected for r in results)
+
+
+def test_without_hyperscan_pyahocorasick_takes_over() -> None:
+    """hyperscan is optional: where it does not import, the default engine is pyahocorasick."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['hyperscan'] = None\n"
+        "from monitor.rules import DEFAULT_ENGINE, rules_from_text\n"
+        "from monitor.match import match_article\n"
+        "from monitor.types import Article\n"
+        "rs = rules_from_text('rules: [{name: r, all: [[=ICE], [Mitarbeiter*]]}]')\n"
+        "m = match_article(Article(url=None, title='', text='ICE-Mitarbeiterinnen'), rs)\n"
+        "print(DEFAULT_ENGINE, rs.term_index.engine, m[0].terms)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.split(None, 2) == [
+        "pyahocorasick",
+        "pyahocorasick",
+        "('ICE', 'Mitarbeiter*')\n",
+    ]
