@@ -509,10 +509,14 @@ class Store:
             return cur.rowcount == 1
 
     def active_feeds(self) -> list[FeedRow]:
+        return self._feed_rows("active = 1")
+
+    def _feed_rows(self, where: str, params: Sequence[Any] = ()) -> list[FeedRow]:
         rows = self.db.execute(
             "SELECT id, url, name, interval_s, alert_on_first_poll, etag, last_modified, "
             "last_success_at, consecutive_failures, next_poll_at, state, redirect_to, "
-            "redirect_seen, learnt_interval_s FROM feeds WHERE active = 1 ORDER BY id"
+            f"redirect_seen, learnt_interval_s FROM feeds WHERE {where} ORDER BY id",
+            params,
         ).fetchall()
         return [
             FeedRow(
@@ -535,9 +539,9 @@ class Store:
         ]
 
     def feed(self, feed_id: int) -> FeedRow:
-        for f in self.active_feeds():
-            if f.id == feed_id:
-                return f
+        # One row by key: the daemon reads a feed before every poll.
+        for f in self._feed_rows("active = 1 AND id = ?", [feed_id]):
+            return f
         raise StoreError(f"no active feed with id {feed_id}")
 
     def feed_health(self) -> list[dict[str, Any]]:
