@@ -123,6 +123,9 @@ class DaemonConfig:
     stop_grace: float = 20.0
     #: Port of the Prometheus endpoint on 127.0.0.1; None keeps it off.
     metrics_port: int | None = None
+    #: Tell the operator when the write-ahead log grows past this many MB: a
+    #: reader (a Datasette query, a backup) is holding it open (FAULTS D6).
+    wal_warn_mb: float = 256.0
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,7 @@ _FETCH_KEYS = {
 }
 _ALERT_KEYS = {"max_attempts", "base_backoff", "max_backoff", "send_timeout", "operator_channel"}
 _DAEMON_KEYS = {
+    "wal_warn_mb",
     "adaptive",
     "min_interval",
     "max_interval",
@@ -606,6 +610,7 @@ def _daemon(node: Any, line: int | None, errors: _Errors) -> DaemonConfig:
         stale_after=_number(node, "stale_after", "daemon", errors, d.stale_after),
         stop_grace=_number(node, "stop_grace", "daemon", errors, d.stop_grace),
         metrics_port=port,
+        wal_warn_mb=_number(node, "wal_warn_mb", "daemon", errors, d.wal_warn_mb, duration=False),
     )
     if config.min_interval > config.max_interval:
         errors.add(

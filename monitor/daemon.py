@@ -37,7 +37,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,26 @@ from monitor import sdnotify
 from monitor.alert import AppriseNotifier, install_redaction
 from monitor.config import check_rule_channels, load_settings
 from monitor.exceptions import MonitorError, StoreError
-from monitor.health import HealthChange, describe_change, feed_state, health_changes
+from monitor.health import (
+    HealthChange,
+    describe_change,
+    feed_state,
+    health_changes,
+    wal_change,
+)
 from monitor.metrics import Metrics
 from monitor.operator import OperatorNotices
 from monitor.pipeline import Monitor
 from monitor.rules import load_rules
-from monitor.scheduler import add_interval_job, make_scheduler, watchdog_healthy
-from monitor.store import from_iso, iso
+from monitor.scheduler import (
+    CLOCK_JUMP_S,
+    add_interval_job,
+    clock_shift,
+    make_scheduler,
+    rewind_jobs,
+    watchdog_healthy,
+)
+from monitor.store import iso
 from monitor.types import FeedResult, PollSummary
 
 log = logging.getLogger(__name__)
@@ -133,6 +146,11 @@ class Daemon:
         self._last_health = -HEALTH_EVERY_S
         self._told_reload_error: str | None = None
         self._watched = _mtimes(self._watch_paths())
+        #: The last (wall, monotonic) clock reading, to notice the wall clock jumping (D19).
+        self._clock_mark: tuple[datetime, float] | None = None
+        self._scheduler: Any = None
+        #: Whether the operator has been told that the write-ahead log is too big (D6).
+        self._wal_told = False
 
     # -- jobs ---------------------------------------------------------------
 
@@ -141,12 +159,8 @@ class Daemon:
         if self.stop.is_set():
             return
         m = self.monitor
-        now = m.now()
-        for feed in m.store.active_feeds():
-            if feed.id in self._polls or feed.state == "gone":
-                continue
-            due = from_iso(feed.next_poll_at)
-            if due is not None and due > now:
+        for feed in m.store.due_feeds(m.now()):
+            if feed.id in self._polls:
                 continue
             task = asyncio.create_task(self._poll(feed.id), name=f"poll:{feed.id}")
             self._polls[feed.id] = (task, time.monotonic())
@@ -217,11 +231,72 @@ class Daemon:
             try:
                 await check_feed_health(m, self.notices)
                 self._refresh_metrics()
+                await self.check_wal()
             except StoreError:
                 log.exception("feed health check failed; it runs again shortly")
         if _mtimes(self._watch_paths()) != self._watched:
             log.info("a rules or configuration file changed; reloading")
             self.reload_requested.set()
+
+    async def check_wal(self) -> None:
+        """Watch the write-ahead log (D6): a reader holding a snapshot open (a long
+        Datasette query, a backup) keeps checkpoints from finishing, and the log
+        grows. Writers are unaffected, so this is a notice, not an error."""
+        m = self.monitor
+        size = m.store.wal_bytes()
+        self.metrics.wal.set(size)
+        limit = int(m.settings.daemon.wal_warn_mb * 1024 * 1024)
+        change = wal_change(size, limit, told=self._wal_told)
+        if change is None:
+            return
+        self._wal_told = change
+        mb = size / 1024 / 1024
+        if change:
+            busy, frames, copied = m.store.checkpoint()
+            # A passive checkpoint stops at the oldest reader's snapshot.
+            held = " A reader is holding the database open." if busy or copied < frames else ""
+            await self.notices.notify(
+                "wal-large",
+                "database",
+                f"monitor: the database's write-ahead log is {mb:.0f} MB",
+                f"{m.store.path}-wal has grown to {mb:.0f} MB (daemon.wal_warn_mb is "
+                f"{m.settings.daemon.wal_warn_mb:g}); {copied} of {frames} pages could be "
+                f"written back.{held} Look for a long-running query or backup on this file; "
+                "new polls are stored as usual.",
+            )
+        else:
+            log.info("the write-ahead log is back to %.0f MB", mb)
+
+    def check_clock(self, wall: datetime, mono: float) -> float:
+        """Compare the wall clock with the monotonic one; act on a backward jump (D19).
+
+        After the wall clock goes back, everything scheduled in wall-clock time
+        (APScheduler's jobs, each feed's next poll, alert retries) would wait the
+        jump out. They are moved back by as much. Returns the shift in seconds.
+        """
+        mark, self._clock_mark = self._clock_mark, (wall, mono)
+        if mark is None:
+            return 0.0
+        shift = clock_shift(mark, (wall, mono))
+        if shift < -CLOCK_JUMP_S:
+            log.warning("the wall clock went back %.0f s; rescheduling polls and retries", -shift)
+            try:
+                self.monitor.store.pull_schedule_back(-shift, wall)
+            except StoreError:
+                log.exception("could not move the schedule back; polls resume when due")
+            if self._scheduler is not None:
+                rewind_jobs(self._scheduler, wall)
+        elif shift > CLOCK_JUMP_S:
+            # Forward jumps need nothing: due work runs once, coalesced (D18).
+            log.info("the wall clock jumped ahead %.0f s", shift)
+        return shift
+
+    async def _watch_clock(self) -> None:
+        """Reads both clocks every tick; asyncio's sleep runs on the monotonic clock,
+        so this keeps going when the scheduler's wall-clock timers would not."""
+        while not self.stop.is_set():
+            self.check_clock(self.monitor.now(), time.monotonic())
+            await asyncio.sleep(TICK_S)
 
     def _refresh_metrics(self) -> None:
         m = self.monitor
@@ -238,7 +313,7 @@ class Daemon:
         try:
             counts = store.alert_counts()
             text = (
-                f"STATUS={len(store.active_feeds())} feeds, {store.hit_count()} hits, "
+                f"STATUS={store.active_feed_count()} feeds, {store.hit_count()} hits, "
                 f"{counts.get('pending', 0)} alerts pending, {counts.get('dead', 0)} dead"
             )
         except StoreError:
@@ -347,6 +422,8 @@ class Daemon:
             jitter=0,
         )
         scheduler.start()
+        self._scheduler = scheduler
+        clock_watch = asyncio.create_task(self._watch_clock(), name="clock")
         log.info(
             "monitor started: %d feeds, %d rules",
             len(m.store.active_feeds()),
@@ -364,6 +441,7 @@ class Daemon:
             if self.reload_requested.is_set() and not self.stop.is_set():
                 self.reload_requested.clear()
                 await self.reload()
+        clock_watch.cancel()
         return await self._shutdown(scheduler)
 
     async def _shutdown(self, scheduler: Any) -> int:
@@ -380,6 +458,7 @@ class Daemon:
             extra={"event": "stopping"},
         )
         scheduler.shutdown(wait=False)
+        self._scheduler = None
         if running:
             _, pending = await asyncio.wait(running, timeout=grace)
             for task in pending:

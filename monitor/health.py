@@ -116,6 +116,24 @@ def describe_change(change: HealthChange) -> tuple[str, str]:
     return title, "\n".join(lines)
 
 
+def wal_change(size: int, limit: int, *, told: bool) -> bool | None:
+    """Whether the write-ahead log's size is news for the operator (D6). Pure.
+
+    ``True``: it passed ``limit`` and nobody was told yet; ``False``: it was
+    reported and has shrunk below half the limit again (the halfway mark keeps
+    a log hovering at the limit from sending a notice every minute); ``None``:
+    nothing to say.
+
+    >>> wal_change(300, 256, told=False), wal_change(200, 256, told=True)
+    (True, None)
+    """
+    if not told and size > limit:
+        return True
+    if told and size < limit / 2:
+        return False
+    return None
+
+
 __all__ = [
     "NOTICE_STATES",
     "HealthChange",
@@ -123,4 +141,5 @@ __all__ = [
     "feed_state",
     "health_changes",
     "notice_level",
+    "wal_change",
 ]

@@ -50,6 +50,11 @@ class Metrics:
         self.heartbeat = Gauge(
             "monitor_heartbeat_timestamp_seconds", "When the scheduler last ran.", registry=r
         )
+        self.wal = Gauge(
+            "monitor_wal_bytes",
+            "Size of the database's write-ahead log; it grows while a reader holds it (D6).",
+            registry=r,
+        )
         self._server: Any = None
 
     def serve(self, port: int) -> None:

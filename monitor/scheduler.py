@@ -198,3 +198,35 @@ def add_interval_job(
         replace_existing=True,
         next_run_time=start,
     )
+
+
+#: A wall clock that drifts from the monotonic one by more than this counts as a jump.
+CLOCK_JUMP_S = 30.0
+
+
+def clock_shift(before: tuple[datetime, float], after: tuple[datetime, float]) -> float:
+    """Seconds the wall clock moved on its own between two (wall, monotonic) readings.
+
+    Negative when it went back (D19): NTP stepping a fast clock, a VM restored
+    from a snapshot. Pure.
+
+    >>> t = datetime(2026, 1, 1, tzinfo=UTC)
+    >>> clock_shift((t, 100.0), (t - timedelta(hours=1) + timedelta(seconds=1), 101.0))
+    -3600.0
+    """
+    return (after[0] - before[0]).total_seconds() - (after[1] - before[1])
+
+
+def rewind_jobs(scheduler: AsyncIOScheduler, now: datetime) -> int:
+    """Make every job scheduled beyond ``now`` run now; returns how many moved.
+
+    APScheduler 3 keeps next run times in wall-clock time, so after the clock
+    goes back an hour every job would sleep an hour (D19). Running each once
+    now restarts its interval from the new clock.
+    """
+    moved = 0
+    for job in scheduler.get_jobs():
+        if job.next_run_time is not None and job.next_run_time > now:
+            job.modify(next_run_time=now)
+            moved += 1
+    return moved

@@ -16,6 +16,7 @@ are stored, never their URLs.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -511,6 +512,19 @@ class Store:
     def active_feeds(self) -> list[FeedRow]:
         return self._feed_rows("active = 1")
 
+    def due_feeds(self, now: datetime) -> list[FeedRow]:
+        """Active feeds whose next poll is due; gone feeds are never due.
+
+        The daemon asks every second: only the due rows are read and built.
+        """
+        return self._feed_rows(
+            "active = 1 AND state IS NOT 'gone' AND (next_poll_at IS NULL OR next_poll_at <= ?)",
+            [iso(now)],
+        )
+
+    def active_feed_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM feeds WHERE active = 1").fetchone()[0])
+
     def _feed_rows(self, where: str, params: Sequence[Any] = ()) -> list[FeedRow]:
         rows = self.db.execute(
             "SELECT id, url, name, interval_s, alert_on_first_poll, etag, last_modified, "
@@ -728,6 +742,35 @@ class Store:
         if row is None:
             return {}
         return {d[0]: v for d, v in zip(cur.description, row, strict=True) if d[0] != "id"}
+
+    def pull_schedule_back(self, seconds: float, now: datetime) -> int:
+        """The wall clock went back ``seconds`` (D19): move every feed poll and
+        alert retry that was scheduled under the old clock back by as much,
+        never before ``now``. Returns how many rows moved."""
+        cutoff = iso(now)
+        moved = 0
+        with self.write() as db:
+            for table, column in (("feeds", "next_poll_at"), ("alerts", "next_attempt_at")):
+                rows = db.execute(
+                    f"SELECT id, {column} FROM {table} WHERE {column} > ?", [cutoff]
+                ).fetchall()
+                for row_id, at in rows:
+                    when = max(now, datetime.fromisoformat(at) - timedelta(seconds=seconds))
+                    db.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", [iso(when), row_id])
+                moved += len(rows)
+        return moved
+
+    def wal_bytes(self) -> int:
+        """Size of the write-ahead log; it grows while a reader holds a snapshot (D6)."""
+        try:
+            return os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return 0
+
+    def checkpoint(self) -> tuple[bool, int, int]:
+        """A passive WAL checkpoint: (busy, frames in the log, frames copied back)."""
+        busy, log_frames, done = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return bool(busy), int(log_frames), int(done)
 
     def record_poll(
         self,
@@ -1090,4 +1133,10 @@ def open_store(path: str | Path, *, migrate: bool = True) -> Store:
                 f"{p}: cannot put the database in WAL mode ({mode}); "
                 "stop other programs using it and start again"
             )
+        # In WAL mode NORMAL syncs at checkpoints, not at every commit: a killed
+        # process still loses nothing (the kill -9 soak proves it); only a power
+        # cut can take back the last commits, which then count as not yet seen
+        # or sent (the outbox's at-least-once window). FULL cost a 50-entry
+        # feed's write 12 ms of fsync on the event loop, up to 260 ms under load.
+        conn.execute("PRAGMA synchronous = NORMAL")
     return Store(db, p)

@@ -217,6 +217,12 @@ def _pid_then(content: bytes, url: str, content_type: str) -> ExtractedPage:
     )
 
 
+def _hog(content: bytes, url: str, content_type: str) -> ExtractedPage:
+    """Allocate as much as ``content`` says (in MB), as a runaway lxml parse would."""
+    block = bytearray(int(content) * 1024 * 1024)
+    return ExtractedPage(title=None, text=str(len(block)), author=None, date=None, language=None)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -337,3 +343,38 @@ def test_corpus_pages_extract_or_raise_extract_error() -> None:
         assert len(result.text) >= 100, path.name
         assert result.language is None or len(result.language) in (2, 3), path.name
     assert extracted >= 100
+
+
+def test_process_extractor_caps_a_workers_memory_b26() -> None:
+    """B26: a page that makes extraction allocate without bound fails alone, with a
+    clear reason, instead of growing until the OOM killer picks a process; its
+    worker is retired and the next page is extracted as usual."""
+    extractor = ProcessExtractor(timeout=20, memory_limit=512 * 1024 * 1024, _extract=_hog)
+    try:
+        with pytest.raises(ExtractError) as info:
+            asyncio.run(extractor.extract(b"2048", "https://x.example/big", "text/html"))
+        small = asyncio.run(extractor.extract(b"16", "https://x.example/ok", "text/html"))
+    finally:
+        extractor.close()
+    assert info.value.reason == "extraction needed more than the worker's 512 MB"
+    assert small.text == str(16 * 1024 * 1024)
+    assert extractor.killed == 1
+
+
+def test_process_extractor_replaces_a_worker_after_max_jobs_pages(tmp_path: Path) -> None:
+    """Heaps only grow: after ``max_jobs`` pages a worker is replaced by a fresh
+    one (not counted as killed), and the old one is gone."""
+    extractor = ProcessExtractor(timeout=20, max_workers=1, max_jobs=2, _extract=_pid_then)
+
+    async def five() -> None:
+        for i in range(5):
+            await extractor.extract(f"ok:{tmp_path / str(i)}".encode(), "u", "text/html")
+
+    try:
+        asyncio.run(five())
+        pids = [int((tmp_path / str(i)).read_text()) for i in range(5)]
+    finally:
+        extractor.close()
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+    assert not _alive(pids[0]) and not _alive(pids[2])
+    assert extractor.killed == 0

@@ -72,6 +72,8 @@ def test_schema_is_wal_with_fts(store: Store) -> None:
     """FAULTS D9: the database runs in WAL mode."""
     assert store.db.journal_mode == "wal"
     assert {"feeds", "entries", "hits", "alerts", "entries_fts"} <= set(store.db.table_names())
+    # NORMAL: commits are not fsynced one by one; WAL keeps them safe from a kill.
+    assert store.db.execute("PRAGMA synchronous").fetchone() == (1,)
 
 
 def test_poll_writes_entries_hits_and_one_alert_per_channel(store: Store) -> None:
