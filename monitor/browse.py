@@ -62,8 +62,18 @@ ENTITY_ROLES = {
     "government": "counterpart",
 }
 
-#: Facets on the hits view, in the order they are shown.
-HIT_FACETS = ["rule", "category", "company", "counterpart", "outlet", "language", "day"]
+#: Facets on the hits view, in the order they are shown. ``story_id`` gathers a
+#: story's reports ("also reported by"): its values are the stories told most often.
+HIT_FACETS = [
+    "rule",
+    "category",
+    "company",
+    "counterpart",
+    "outlet",
+    "language",
+    "day",
+    "story_id",
+]
 
 _HIT_COLUMNS = {
     "id": "The hit's number (`monitor hit #42` in alerts).",
@@ -91,7 +101,8 @@ _HIT_COLUMNS = {
     "feed_id": "The feed's row in feeds.",
     "story_id": (
         "The story the article tells (stories): reports of one event by several outlets, "
-        "in any language, share it; only its first report alerts."
+        "in any language, share it; only its first report alerts (unless the rule asks "
+        "for updates). Its facet, or the `story` query, lists a story's reports together."
     ),
     "story_outlets": "How many outlets reported this story so far (also reported by ...).",
 }
@@ -133,9 +144,12 @@ _TABLES: dict[str, dict[str, Any]] = {
         "title": "Stories",
         "description": (
             "One event told by one or more outlets: near-duplicate titles or texts, or the "
-            "same company and counterpart, within 72 hours. Its first hit alerts."
+            "same company and counterpart, within 72 hours. Its first hit alerts. The "
+            "`stories_reported_by` query lists each story with its outlets; `story` lists "
+            "one story's reports."
         ),
         "sort_desc": "id",
+        "label_column": "title",
         "facets": ["company", "counterpart"],
         "columns": {
             "id": "The story's number.",
@@ -172,6 +186,11 @@ _TABLES: dict[str, dict[str, Any]] = {
             "text_source": "'article' when extracted from the page, 'summary' when not.",
             "extract_error": "Why extraction failed, if it did.",
             "language": "The detected language.",
+            "parse_block_sha": (
+                "A hash of the entry's raw block in the feed, to notice a later edit."
+            ),
+            "parse_checked_at": "When a changed block was last taken in (UTC).",
+            "updated_at": "When the title or summary last changed after it was stored (UTC).",
         },
     },
     "feeds": {
@@ -205,6 +224,7 @@ _TABLES: dict[str, dict[str, Any]] = {
             "learnt_interval_s": "The learnt seconds between polls.",
             "rhythm_s": "The median seconds between new entries.",
             "notified_health": "The health the operator was last told about.",
+            "parse_body_sha": "A hash of the last feed body parsed, so an unchanged one is not.",
         },
     },
     "alerts": {
@@ -226,6 +246,10 @@ _TABLES: dict[str, dict[str, Any]] = {
             "digest": (
                 "Empty for a message of its own; else the digest schedule (or 'quiet', "
                 "after quiet hours) whose one message carries it."
+            ),
+            "is_update": (
+                "1 for a later report of a story that already alerted the channel, sent "
+                "because the rule asks for updates; 0 otherwise."
             ),
         },
     },
@@ -341,6 +365,34 @@ _QUERIES: dict[str, dict[str, Any]] = {
         "sql": (
             "SELECT id, matched_at, day, title, link, outlet, company, counterpart, terms, "
             "sentence FROM hit_list WHERE rule = :rule ORDER BY id DESC"
+        ),
+    },
+    "story": {
+        "title": "One story's reports",
+        "description": (
+            "Every report of the story you name (its number is the hits' story_id), first "
+            "report first: which outlets told it, when, in which language, with which rule."
+        ),
+        "sql": (
+            "SELECT id, matched_at, published, outlet, language, title, link, rule, company, "
+            "counterpart, sentence FROM hit_list WHERE story_id = :story_id ORDER BY id"
+        ),
+    },
+    "stories_reported_by": {
+        "title": "Stories and who reported them",
+        "description": (
+            "Each story, newest first, with how many outlets told it and which (first "
+            "reporter first). Open one with the `story` query and its story_id."
+        ),
+        "sql": (
+            "SELECT s.id AS story_id, s.title, s.company, s.counterpart, s.event_at, "
+            "(SELECT count(DISTINCT h.outlet) FROM hit_list AS h WHERE h.story_id = s.id) "
+            "AS outlets, "
+            "(SELECT group_concat(outlet, ', ') FROM (SELECT h.outlet, min(h.id) AS first "
+            "FROM hit_list AS h WHERE h.story_id = s.id GROUP BY h.outlet ORDER BY first)) "
+            "AS reported_by, "
+            "(SELECT count(*) FROM hits WHERE hits.story_id = s.id) AS reports "
+            "FROM stories AS s ORDER BY s.id DESC LIMIT 500"
         ),
     },
     "failing_feeds": {

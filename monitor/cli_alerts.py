@@ -47,6 +47,7 @@ def list_alerts(ctx: click.Context, status: str | None, limit: int, as_json: boo
     for r in rows:
         when = r["sent_at"] or r["next_attempt_at"] or ""
         kind = f" digest {r['digest']}" if r["digest"] else ""
+        kind += " (update)" if r.get("is_update") else ""
         click.echo(
             f"#{r['id']}  {r['status']:<8} {r['channel']}{kind}  hit #{r['hit_id']}  "
             f"attempts {r['attempts']}  {when}"
@@ -81,6 +82,9 @@ def retry_alert(ctx: click.Context, alert_id: int) -> None:
 def test_alert(ctx: click.Context, channel: str) -> None:
     """Send a test message to CHANNEL now and print the result.
 
+    The channel's own templates, if it has any, render the message, so this
+    also shows what they look like.
+
     Example: monitor test-alert inbox
     """
     from monitor.cli import _settings, errors_exit
@@ -102,7 +106,12 @@ def test_alert(ctx: click.Context, channel: str) -> None:
         sentence="This is a test message from monitor; no action is needed.",
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    message = render_alert(view, token=f"test-{stamp}.{channel}")
+    options = settings.channel_options.get(channel.partition("#")[0])
+    message = render_alert(
+        view,
+        token=f"test-{stamp}.{channel}",
+        templates=options.templates if options is not None else None,
+    )
     notifier = AppriseNotifier(settings.channels, timeout=settings.alerts.send_timeout)
     try:
         asyncio.run(notifier.send(channel, message))

@@ -7,7 +7,10 @@ problem in the file is collected and raised at once as a
 
 Channel URLs are secrets (apprise URLs carry tokens). They live in
 :class:`Secret`, whose ``repr`` and ``str`` hide the value, and they are
-never part of an error message: errors name the channel, not its URL.
+never part of an error message: errors name the channel, not its URL. A
+channel is an apprise URL, or a mapping with its ``url`` and delivery options
+(:class:`ChannelConfig`: quiet hours in a time zone, a rate limit, message
+templates).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from monitor.digest import QuietHours, zone
 from monitor.exceptions import ConfigError
 
 CONFIG_ENV = "MONITOR_CONFIG"
@@ -76,6 +80,20 @@ class FeedConfig:
 
 
 @dataclass(frozen=True)
+class ChannelConfig:
+    """How one channel is delivered to, beyond its URL (``channels.NAME`` as a mapping)."""
+
+    #: Hits found in these hours wait for their end and go out together; None: never quiet.
+    quiet_hours: QuietHours | None = None
+    #: Least seconds between two messages (``rate_limit``); None: the default, which is
+    #: one a second for Slack webhooks and no limit for the rest.
+    min_interval: float | None = None
+    #: Rendering (``title``, ``text``, ``markdown``, ``html``) -> a ``string.Template``
+    #: replacing it in alerts about one hit (digests keep their own layout).
+    templates: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class FetchConfig:
     """How the guarded fetcher behaves."""
 
@@ -123,6 +141,9 @@ class DaemonConfig:
     stop_grace: float = 20.0
     #: Port of the Prometheus endpoint on 127.0.0.1; None keeps it off.
     metrics_port: int | None = None
+    #: When a stored entry is edited (same guid, new title or summary), fetch and
+    #: match its article again; rules that already hit it never alert twice (B22).
+    rematch_edits: bool = False
     #: Tell the operator when the write-ahead log grows past this many MB: a
     #: reader (a Datasette query, a backup) is holding it open (FAULTS D6).
     wal_warn_mb: float = 256.0
@@ -140,6 +161,8 @@ class Settings:
     feeds: tuple[FeedConfig, ...] = ()
     #: Channel name -> apprise URL.
     channels: Mapping[str, Secret] = field(default_factory=dict)
+    #: Channel name -> delivery options; every channel has an entry (defaults for a bare URL).
+    channel_options: Mapping[str, ChannelConfig] = field(default_factory=dict)
     fetch: FetchConfig = FetchConfig()
     alerts: AlertConfig = AlertConfig()
     daemon: DaemonConfig = DaemonConfig()
@@ -249,6 +272,7 @@ _DAEMON_KEYS = {
     "stale_after",
     "stop_grace",
     "metrics_port",
+    "rematch_edits",
 }
 
 
@@ -330,7 +354,7 @@ def settings_from_document(
             )
 
     feeds = _feeds(doc.get("feeds"), _key_line(doc, "feeds"), errors)
-    channels = _channels(doc, environ, errors, check=check_channels)
+    channels, channel_options = _channels(doc, environ, errors, check=check_channels)
     fetch = _fetch(doc.get("fetch"), _key_line(doc, "fetch"), errors)
     alerts = _alerts(doc.get("alerts"), _key_line(doc, "alerts"), errors)
     daemon = _daemon(doc.get("daemon"), _key_line(doc, "daemon"), errors)
@@ -350,6 +374,7 @@ def settings_from_document(
         rules=rules,
         feeds=feeds,
         channels=channels,
+        channel_options=channel_options,
         fetch=fetch,
         alerts=alerts,
         daemon=daemon,
@@ -422,23 +447,56 @@ def _feeds(node: Any, line: int | None, errors: _Errors) -> tuple[FeedConfig, ..
     return tuple(out)
 
 
+_CHANNEL_KEYS = {"url", "quiet_hours", "timezone", "rate_limit", "template"}
+_RATE = re.compile(
+    r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*$"
+)
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
+_RATE_UNITS |= {"h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def parse_rate(value: object) -> float:
+    """``"1/s"`` -> 1.0, ``"20/min"`` -> 3.0, ``"1/5m"`` -> 300.0: the least seconds between
+    two messages; ``"none"`` -> 0.0 (no limit). Raises ValueError."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "off", "unlimited"):
+        return 0.0
+    m = _RATE.match(value) if isinstance(value, str) else None
+    if m is None or int(m.group(1)) < 1 or float(m.group(2) or 1) <= 0:
+        raise ValueError(
+            "expected a rate like 1/s, 20/min, 1/5m or 100/h (messages per time), or none"
+        )
+    per = float(m.group(2) or 1) * _RATE_UNITS[m.group(3)]
+    return per / int(m.group(1))
+
+
 def _channels(
     doc: Any, environ: Mapping[str, str], errors: _Errors, *, check: bool
-) -> dict[str, Secret]:
+) -> tuple[dict[str, Secret], dict[str, ChannelConfig]]:
     node = doc.get("channels")
     line = _key_line(doc, "channels")
     if node is None:
-        return {}
+        return {}, {}
     if not isinstance(node, Mapping):
         errors.add(line, "channels", "expected a mapping of channel name to apprise URL")
-        return {}
+        return {}, {}
     out: dict[str, Secret] = {}
+    options: dict[str, ChannelConfig] = {}
     for name, value in _mapping_items(node):
         where = f"channels.{name}"
         key_line = _key_line(node, name)
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             errors.add(key_line, where, "a channel name may hold letters, digits, '_', '.', '-'")
             continue
+        config = ChannelConfig()
+        if isinstance(value, Mapping):
+            _check_keys(value, _CHANNEL_KEYS, where, errors)
+            config = _channel_options(value, where, errors)
+            url_line = _key_line(value, "url") if "url" in value else key_line
+            value, where = value.get("url"), f"{where}.url"
+            if value is None:
+                errors.add(url_line, where, "missing; a channel needs its apprise URL")
+                continue
+            key_line = url_line
         if not isinstance(value, str) or not value.strip():
             errors.add(key_line, where, "expected an apprise URL (or ${VARIABLE})")
             continue
@@ -464,6 +522,66 @@ def _channels(
             )
             continue
         out[name] = Secret(url)
+        options[name] = config
+    return out, options
+
+
+def _channel_options(node: Any, where: str, errors: _Errors) -> ChannelConfig:
+    """quiet_hours, timezone, rate_limit and template of a channel written as a mapping."""
+    tz = None
+    if "timezone" in node:
+        raw = node["timezone"]
+        try:
+            if not isinstance(raw, str):
+                raise ValueError("expected a time zone name such as Europe/Berlin or UTC")
+            tz = zone(raw)
+        except ValueError as e:
+            errors.add(_key_line(node, "timezone"), f"{where}.timezone", str(e))
+    quiet: QuietHours | None = None
+    if "quiet_hours" in node:
+        raw = node["quiet_hours"]
+        try:
+            if not isinstance(raw, str):
+                raise ValueError("expected quiet hours as HH:MM-HH:MM")
+            quiet = QuietHours.parse(raw, tz)
+        except ValueError as e:
+            errors.add(_key_line(node, "quiet_hours"), f"{where}.quiet_hours", str(e))
+    interval: float | None = None
+    if "rate_limit" in node:
+        try:
+            interval = parse_rate(node["rate_limit"])
+        except ValueError as e:
+            errors.add(_key_line(node, "rate_limit"), f"{where}.rate_limit", str(e))
+    templates: dict[str, str] = {}
+    if "template" in node:
+        templates = _templates(node["template"], _key_line(node, "template"), where, errors)
+    return ChannelConfig(quiet_hours=quiet, min_interval=interval, templates=templates)
+
+
+def _templates(node: Any, line: int | None, where: str, errors: _Errors) -> dict[str, str]:
+    # Late: monitor.alert imports this module.
+    from monitor.alert.render import TEMPLATE_KINDS, check_template
+
+    where = f"{where}.template"
+    if not isinstance(node, Mapping):
+        errors.add(line, where, f"expected a mapping of {', '.join(TEMPLATE_KINDS)} to text")
+        return {}
+    out: dict[str, str] = {}
+    for kind, text in _mapping_items(node):
+        kind_line = _key_line(node, kind)
+        if kind not in TEMPLATE_KINDS:
+            errors.add(
+                kind_line, f"{where}.{kind}", f"unknown key (known: {', '.join(TEMPLATE_KINDS)})"
+            )
+            continue
+        if not isinstance(text, str) or not text.strip():
+            errors.add(kind_line, f"{where}.{kind}", "expected the template text")
+            continue
+        problem = check_template(text)
+        if problem is not None:
+            errors.add(kind_line, f"{where}.{kind}", problem)
+            continue
+        out[kind] = str(text)
     return out
 
 
@@ -580,6 +698,14 @@ def _operator_channel(node: Any, errors: _Errors) -> str | None:
     return value.strip()
 
 
+def _flag(node: Any, key: str, section: str, errors: _Errors, default: bool) -> bool:
+    value = node.get(key, default)
+    if not isinstance(value, bool):
+        errors.add(_key_line(node, key), f"{section}.{key}", "expected true or false")
+        return default
+    return value
+
+
 def _daemon(node: Any, line: int | None, errors: _Errors) -> DaemonConfig:
     if node is None:
         return DaemonConfig()
@@ -611,6 +737,7 @@ def _daemon(node: Any, line: int | None, errors: _Errors) -> DaemonConfig:
         stop_grace=_number(node, "stop_grace", "daemon", errors, d.stop_grace),
         metrics_port=port,
         wal_warn_mb=_number(node, "wal_warn_mb", "daemon", errors, d.wal_warn_mb, duration=False),
+        rematch_edits=_flag(node, "rematch_edits", "daemon", errors, d.rematch_edits),
     )
     if config.min_interval > config.max_interval:
         errors.add(

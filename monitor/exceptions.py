@@ -14,6 +14,8 @@
     ├── ExtractError(url, reason)      no article text could be extracted
     ├── StoreError                     the database refused a read or write
     └── AlertError(channel, reason)    a channel could not deliver a message
+        └── DeliveryError              one send failed; says whether to retry
+            (retry_after, permanent)   and when (monitor.alert.channels)
 
 Third-party exceptions (aiohttp, feedparser, sqlite3, apprise) are wrapped
 where they enter, so callers only ever catch these. Messages never contain an

@@ -18,12 +18,20 @@ Security notes (tested in ``tests/test_parse.py``):
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+import hashlib
 import io
 import logging
+import multiprocessing
+import os
 import re
+import threading
 import zlib
 from collections.abc import Collection, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -35,7 +43,19 @@ from feedparser.exceptions import NonXMLContentType
 from monitor.exceptions import ParseError
 from monitor.types import EntryData, FeedData
 
-__all__ = ["MAX_DECOMPRESSED_BYTES", "MAX_ENTRIES", "html_to_text", "parse_feed", "strip_controls"]
+__all__ = [
+    "MAX_DECOMPRESSED_BYTES",
+    "MAX_ENTRIES",
+    "POOL_MIN_BYTES",
+    "ParsePool",
+    "Prepared",
+    "block_sha",
+    "html_to_text",
+    "parse_feed",
+    "parse_prepared",
+    "prepare",
+    "strip_controls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +265,7 @@ def _text_of(detail: Mapping[str, Any] | None, value: str, atom: bool) -> str:
     return html_to_text(value)
 
 
-def _entry(raw: dict[str, Any], atom: bool, base: str) -> EntryData:
+def _entry(raw: dict[str, Any], atom: bool, base: str, hashes: Mapping[str, str]) -> EntryData:
     guid = strip_controls(str(raw.get("id") or "")).strip() or None
     title = _one_line(_text_of(raw.get("title_detail"), str(raw.get("title") or ""), atom))
     summary = html_to_text(str(raw.get("summary") or ""))
@@ -264,6 +284,7 @@ def _entry(raw: dict[str, Any], atom: bool, base: str) -> EntryData:
         summary=summary,
         published=_published(raw),
         author=author,
+        block_sha=hashes.get(guid) if guid else None,
     )
 
 
@@ -311,34 +332,55 @@ _GUID = re.compile(
 )
 
 
-def _drop_known(content: bytes, known_guids: Collection[str]) -> tuple[bytes, int]:
-    """Remove entries whose guid is already stored, so feedparser parses only new ones.
+def block_sha(block: bytes) -> str:
+    """The hash that identifies one raw ``<item>``/``<entry>`` block (B22)."""
+    return hashlib.blake2b(block, digest_size=16).hexdigest()
+
+
+def _drop_known(
+    content: bytes, known: Mapping[str, str | None] | Collection[str]
+) -> tuple[bytes, int, dict[str, str]]:
+    """Remove entries already stored and unchanged, so feedparser parses only the rest.
 
     A changed feed usually brings a few new entries among dozens we have; parsing
     only those is what keeps a poll's cost near the cost of its new articles
     (issue #8). Conservative: an entry is dropped only when its block holds
     exactly one plain-text ``<guid>``/``<id>`` (no entity, no CDATA) that is
     known; on anything unexpected (unbalanced tags, nesting) nothing is dropped.
-    Returns the bytes and how many entries were dropped.
+
+    ``known`` maps a stored guid to the hash of its block when stored; a block
+    whose hash differs is kept, so an edit is parsed (B22). A guid mapped to
+    None (or a plain collection of guids) is dropped whatever its block says.
+    Returns the bytes, how many entries were dropped, and the hash of every
+    block that has one plain guid, by guid.
     """
-    if not known_guids:
-        return content, 0
+    hashes: dict[str, str] = {}
     starts = [m.start() for m in _ENTRY_START.finditer(content)]
+    if not starts:
+        return content, 0, hashes
     ends = [m.end() for m in _ENTRY_END.finditer(content)]
-    if not starts or len(starts) != len(ends):
-        return content, 0
+    if len(starts) != len(ends):
+        return content, 0, hashes
+    stored: Mapping[str, str | None] = known if isinstance(known, Mapping) else dict.fromkeys(known)
     pieces: list[bytes] = []
     position = dropped = 0
     for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
         if end <= start or (i + 1 < len(starts) and starts[i + 1] < end):
-            return content, 0
+            return content, 0, {}
         ids = _GUID.findall(content, start, end)
-        if len(ids) == 1 and ids[0][1].strip().decode("utf-8", "replace") in known_guids:
+        if len(ids) != 1:
+            continue
+        guid = ids[0][1].strip().decode("utf-8", "replace")
+        sha = block_sha(content[start:end])
+        hashes.setdefault(guid, sha)
+        if guid in stored and stored[guid] in (None, sha):
             pieces.append(content[position:start])
             position = end
             dropped += 1
+    if not dropped:
+        return content, 0, hashes
     pieces.append(content[position:])
-    return b"".join(pieces), dropped
+    return b"".join(pieces), dropped, hashes
 
 
 def _not_a_feed(content: bytes) -> str:
@@ -358,13 +400,51 @@ def _bozo_warning(result: Mapping[str, Any]) -> str:
     return f"bozo: {text}"[:_WARNING_MAX]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A body made ready for feedparser: unzipped, cut to ``max_entries``, known entries out."""
+
+    content: bytes
+    #: Entries left out because their guid is stored and their block unchanged.
+    dropped: int
+    #: Block hash by guid, for every block with one plain guid (B22).
+    hashes: Mapping[str, str]
+    warnings: tuple[str, ...]
+    #: True when entries past ``max_entries`` were cut off (B10).
+    cut: bool
+
+
+def prepare(
+    url: str,
+    content: bytes,
+    *,
+    max_entries: int = MAX_ENTRIES,
+    known_guids: Mapping[str, str | None] | Collection[str] = (),
+) -> Prepared:
+    """The cheap first half of :func:`parse_feed`: regular expressions and hashes, no feedparser.
+
+    Raises :class:`ParseError` for an empty or unusable gzip body.
+    """
+    warnings: list[str] = []
+    if content.startswith(_GZIP_MAGIC):
+        content = _gunzip(url, content)
+        warnings.append("body was gzip-compressed without Content-Encoding")
+    if not content.strip():
+        raise ParseError(url, "not a feed: empty body")
+    cut = _cut_entries(content, max_entries)
+    if cut is not None:
+        content = cut
+    content, dropped, hashes = _drop_known(content, known_guids)
+    return Prepared(content, dropped, hashes, tuple(warnings), cut is not None)
+
+
 def parse_feed(
     url: str,
     content: bytes,
     headers: Mapping[str, str] | None = None,
     *,
     max_entries: int = MAX_ENTRIES,
-    known_guids: Collection[str] = (),
+    known_guids: Mapping[str, str | None] | Collection[str] = (),
 ) -> FeedData:
     """Parse fetched feed bytes into a :class:`FeedData`.
 
@@ -372,8 +452,11 @@ def parse_feed(
     ``content-location`` (base for relative links) are honoured; relative
     links otherwise resolve against ``url``. Only the first ``max_entries``
     entries are kept; entries whose guid is in ``known_guids`` may be left
-    out before parsing (they are not new). Problems that leave a usable feed (bozo, a skipped
-    entry, a cut) are listed in ``FeedData.warnings``.
+    out before parsing (they are not new); given a mapping of guid to block
+    hash, only those whose block is unchanged (see :func:`_drop_known`).
+    Each entry carries its block's hash when it has one. Problems that leave
+    a usable feed (bozo, a skipped entry, a cut) are listed in
+    ``FeedData.warnings``.
 
     Raises :class:`ParseError` when the bytes are not a feed (an HTML page,
     JSON, an empty body) or are an unusable gzip body.
@@ -382,18 +465,20 @@ def parse_feed(
     ...            b"<item><title>Hi</title></item></channel></rss>").entries[0].title
     'Hi'
     """
-    warnings: list[str] = []
-    if content.startswith(_GZIP_MAGIC):
-        content = _gunzip(url, content)
-        warnings.append("body was gzip-compressed without Content-Encoding")
-    if not content.strip():
-        raise ParseError(url, "not a feed: empty body")
+    ready = prepare(url, content, max_entries=max_entries, known_guids=known_guids)
+    return parse_prepared(url, ready, headers, max_entries=max_entries)
 
-    cut = _cut_entries(content, max_entries)
-    if cut is not None:
-        content = cut
-    content, dropped = _drop_known(content, known_guids)
 
+def parse_prepared(
+    url: str,
+    ready: Prepared,
+    headers: Mapping[str, str] | None = None,
+    *,
+    max_entries: int = MAX_ENTRIES,
+) -> FeedData:
+    """The feedparser half of :func:`parse_feed`, on a :class:`Prepared` body."""
+    content, dropped, hashes = ready.content, ready.dropped, ready.hashes
+    warnings = list(ready.warnings)
     response_headers = {k.lower(): v for k, v in (headers or {}).items()}
     # Relative links resolve against Content-Location (itself relative to the
     # feed URL). We resolve them ourselves: given a base, feedparser would also
@@ -429,13 +514,15 @@ def parse_feed(
         if len(entries) >= max_entries:
             break
         try:
-            entries.append(_entry(raw, atom, base))
+            entry = _entry(raw, atom, base, hashes)
         except (AttributeError, KeyError, OverflowError, TypeError, ValueError) as e:
             skipped += 1
             log.debug("skipping entry in %s: %r", url, e)
+            continue
+        entries.append(entry)
     if skipped:
         warnings.append(f"skipped {skipped} malformed entries")
-    if cut is not None or len(raw_entries) > max_entries:
+    if ready.cut or len(raw_entries) > max_entries:
         warnings.append(f"kept the first {max_entries} entries; the feed has more")
 
     feed = result.get("feed") or {}
@@ -449,3 +536,130 @@ def parse_feed(
         warnings=tuple(warnings),
         known_skipped=dropped,
     )
+
+
+# --- parsing off the event loop ------------------------------------------------------------------
+
+#: Bodies that still hold at least this many bytes once known entries are cut out
+#: are parsed in a worker process; smaller ones in a thread. Measured (bench/run.py
+#: and the numbers in the issue note): shipping a body and its result costs about
+#: 1-3 ms of CPU per feed, as much as parsing 3 new entries; at 8 KB (about 20
+#: entries, ~8 ms of feedparser) it is under a fifth of the parse.
+POOL_MIN_BYTES = 8 * 1024
+
+
+def _parse_in_worker(
+    url: str, ready: Prepared, headers: Mapping[str, str] | None
+) -> FeedData | str:
+    """In a worker process: the parse, or a ParseError's reason (it does not pickle)."""
+    try:
+        return parse_prepared(url, ready, headers)
+    except ParseError as e:
+        return e.reason
+
+
+class ParsePool:
+    """Parses feed bodies off the event loop, on every core (issue #8).
+
+    feedparser is pure Python and holds the GIL: in a thread it still competes
+    with the event loop for the one interpreter, and it uses one core. Every
+    body is first made ready in a thread (:func:`prepare`: regular expressions
+    and hashes that cut known entries out); what is left goes to a worker
+    process when it has at least ``min_bytes`` (workers start on first use from
+    a forkserver, ``workers`` of them, default the CPU count), else it is parsed
+    in the same thread, where shipping it across processes would cost more than
+    the parse. ``workers=0`` keeps every parse in a thread. A worker that dies
+    fails its parse with :class:`ParseError`; the pool starts afresh on the
+    next big body.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        min_bytes: int = POOL_MIN_BYTES,
+        start_method: str = "forkserver",
+    ) -> None:
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.min_bytes = min_bytes
+        self._start_method = start_method
+        self._executor: ProcessPoolExecutor | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        #: Bodies parsed so far, and how many of them in a worker process.
+        self.parsed = 0
+        self.in_workers = 0
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("parse pool is closed")
+            if self._executor is None:
+                ctx = multiprocessing.get_context(self._start_method)
+                self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+            return self._executor
+
+    def _start(
+        self,
+        url: str,
+        content: bytes,
+        headers: Mapping[str, str] | None,
+        known_guids: Mapping[str, str | None] | Collection[str],
+    ) -> FeedData | tuple[ProcessPoolExecutor, Future[FeedData | str]]:
+        """In a thread: prepare, then parse here or hand the rest to a worker.
+
+        Submitting happens here, not on the event loop, because a submit may
+        start a worker process (and the first one the forkserver), which blocks.
+        """
+        ready = prepare(url, content, known_guids=known_guids)
+        if self.workers <= 0 or len(ready.content) < self.min_bytes:
+            return parse_prepared(url, ready, headers)
+        pool = self._pool()
+        try:
+            return pool, pool.submit(_parse_in_worker, url, ready, headers)
+        except BrokenProcessPool as e:  # a worker died earlier: start afresh next time
+            with self._lock:
+                if self._executor is pool:
+                    self._executor = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise ParseError(url, "the parser worker died") from e
+
+    async def parse(
+        self,
+        url: str,
+        content: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        known_guids: Mapping[str, str | None] | Collection[str] = (),
+    ) -> FeedData:
+        """:func:`parse_feed`, off the event loop: in a thread or a worker process."""
+        if self._closed:
+            raise RuntimeError("parse pool is closed")
+        self.parsed += 1
+        started = await asyncio.to_thread(self._start, url, content, headers, known_guids)
+        if isinstance(started, FeedData):
+            return started
+        self.in_workers += 1
+        pool, future = started
+        try:
+            result = await asyncio.wrap_future(future)
+        except BrokenProcessPool as e:
+            with self._lock:
+                if self._executor is pool:
+                    self._executor = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise ParseError(url, "the parser worker died") from e
+        if isinstance(result, str):
+            raise ParseError(url, result)
+        return result
+
+    def close(self, *, wait: bool = False) -> None:
+        """Stop the worker processes; parses still running end with an error.
+
+        ``wait`` blocks until the workers have exited (after their current parse).
+        """
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)

@@ -4,10 +4,15 @@ The pipeline, as pseudocode::
 
     for each due feed (at most fetch.concurrency at once):
         response = fetch(feed.url, If-None-Match/If-Modified-Since)   # fetch.py
-        if 304: record success, done
+        if 304, or the very bytes parsed last time: record success, done
         feed_data = parse(response.bytes, response.headers)           # parse.py
+              (stored entries with unchanged blocks are cut out first; big
+              bodies go to worker processes, small ones to a thread)
         new = entries whose identity (guid, else link, else content hash,
               plus the normalised link as a second key) is not stored yet
+        edited = stored entries whose block changed (at most once per
+              EDIT_INTERVAL each): title/summary updated, re-matched if
+              daemon.rematch_edits; no second alert per (entry, rule)
         for each new entry (4 at once, within a time budget):
             page = fetch(entry.link); article = extract(page)          # extract.py
             on failure: article = the feed's summary, and why
@@ -23,13 +28,13 @@ A feed's outcome is a :class:`~monitor.types.FeedResult` value; only bugs raise.
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -56,14 +61,13 @@ from monitor.exceptions import (
 from monitor.extract import Extractor, ProcessExtractor
 from monitor.fetch import PAGE_MAX_BYTES, Fetcher, GuardedFetcher, check_url
 from monitor.match import match_article
-from monitor.parse import parse_feed
+from monitor.parse import ParsePool, parse_feed
 from monitor.rules import RuleSet, load_rules
 from monitor.scheduler import cache_hint, learn_interval, next_poll_after, next_success_poll
-from monitor.store import FeedRow, NewEntry, Store, iso, open_store
+from monitor.store import EntryEdit, FeedRow, NewEntry, Store, iso, open_store
 from monitor.types import (
     Article,
     EntryData,
-    FeedData,
     FeedResult,
     FetchedResponse,
     Match,
@@ -78,6 +82,12 @@ _TRACKING = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "")
 #: A permanent redirect is adopted after it was seen on this many polls in a row (A11).
 REDIRECT_POLLS = 3
+#: A stored entry's changed block is taken in at most once in this long (B23): a
+#: feed that stamps the time into every item costs one parse and update per entry
+#: per interval, not one per poll.
+EDIT_INTERVAL = timedelta(hours=6)
+#: Edited entries taken in per poll; the rest wait for a later poll (B23).
+MAX_EDITS_PER_POLL = 20
 _TTL = re.compile(rb"<ttl>\s*(\d{1,6})\s*</ttl>", re.IGNORECASE)
 
 
@@ -148,6 +158,43 @@ def new_entries(
     return out
 
 
+def known_blocks(
+    blocks: Mapping[str, tuple[str | None, str | None]], since: str
+) -> dict[str, str | None]:
+    """Stored guid -> the block hash an unchanged entry has, for :func:`parse_feed`.
+
+    ``blocks`` is :meth:`Store.parse_state`'s (hash, last taken in); an entry taken
+    in after ``since`` (ISO time), or stored before hashes were, maps to None:
+    dropped before parsing whatever its block says (B23).
+    """
+    return {
+        guid: None if sha is None or (checked is not None and checked > since) else sha
+        for guid, (sha, checked) in blocks.items()
+    }
+
+
+def edited_entries(
+    entries: Sequence[EntryData],
+    blocks: Mapping[str, tuple[str | None, str | None]],
+    since: str,
+) -> list[EntryData]:
+    """Stored entries whose block hash changed, not taken in after ``since``; each
+    guid once, at most :data:`MAX_EDITS_PER_POLL` (B22, B23)."""
+    out: list[EntryData] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if not entry.guid or not entry.block_sha or entry.guid in seen:
+            continue
+        seen.add(entry.guid)
+        sha, checked = blocks.get(entry.guid, (None, None))
+        if sha is None or sha == entry.block_sha or (checked is not None and checked > since):
+            continue
+        out.append(entry)
+        if len(out) == MAX_EDITS_PER_POLL:
+            break
+    return out
+
+
 def describe_error(error: BaseException) -> str:
     """A short, storable error line: type and message, never a secret."""
     if isinstance(error, FetchError | ParseError | ExtractError):
@@ -183,6 +230,7 @@ class Monitor:
         notifier: Notifier,
         rules: RuleSet,
         now: Callable[[], datetime],
+        parser: ParsePool | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -191,6 +239,8 @@ class Monitor:
         self.notifier = notifier
         self.rules = rules
         self.now = now
+        #: Feed bodies are parsed here, off the event loop (threads unless given a pool).
+        self.parser = parser or ParsePool(workers=0)
         self._feed_semaphore = asyncio.Semaphore(settings.fetch.concurrency)
         self._router: tuple[tuple[int, int], StoryRouter] | None = None
 
@@ -221,6 +271,11 @@ class Monitor:
                 rules=self.rules,
                 channels=self.settings.channels,
                 roles=term_roles([str(p) for p in self.settings.rules]),
+                quiet={
+                    name: c.quiet_hours
+                    for name, c in self.settings.channel_options.items()
+                    if c.quiet_hours is not None
+                },
             )
             self._router = (key, router)
         return self._router[1]
@@ -364,19 +419,40 @@ class Monitor:
             )
             self._after_success(feed, response)
             return PollSummary(not_modified=True)
+        body_sha = hashlib.blake2b(response.content, digest_size=16).hexdigest()
+        stored_sha, blocks = self.store.parse_state(feed.id)
+        if body_sha == stored_sha:
+            # The server said 200 but sent the bytes we parsed last time (no or
+            # broken validators): nothing in it can be new (issue #8).
+            now = self.now()
+            self.store.record_poll(
+                feed,
+                now=now,
+                next_poll=next_poll_after(now, feed.interval_s),
+                title=None,
+                etag=response.headers.get("etag"),
+                last_modified=response.headers.get("last-modified"),
+                entries=(),
+                channels=(),
+                baseline=False,
+            )
+            self._after_success(feed, response)
+            return PollSummary(not_modified=True)
         keys, links = self.store.known_identities(feed.id)
-        # Entries whose guid is stored need not be parsed at all (issue #8).
-        known_guids = {k.removeprefix("guid:") for k in keys if k.startswith("guid:")}
-        data: FeedData = await asyncio.to_thread(
-            functools.partial(parse_feed, known_guids=known_guids),
+        # Stored entries whose block is unchanged need not be parsed at all
+        # (issue #8); a changed block is parsed, at most once per EDIT_INTERVAL (B22, B23).
+        since = iso(self.now() - EDIT_INTERVAL) or ""
+        data = await self.parser.parse(
             response.final_url,
             response.content,
             response.headers,
+            known_guids=known_blocks(blocks, since),
         )
         for warning in data.warnings:
             log.info("feed %s: %s", feed.url, warning)
         fresh = new_entries(data.entries, keys, links)
-        articles = await self._articles([e for _, e in fresh])
+        edits, rematch = self._edits(feed, edited_entries(data.entries, blocks, since))
+        articles = await self._articles([e for _, e in fresh] + [e for _, e in rematch])
         baseline = feed.baseline and not feed.alert_on_first_poll
         # Entries older than anything the feed ever showed us are old stories
         # resurfacing (its top items were deleted), not news: no alerts (B24).
@@ -389,8 +465,13 @@ class Monitor:
                 match_article(article, self.rules),
                 resurfaced=_older(entry.published, window),
             )
-            for (key, entry), article in zip(fresh, articles, strict=True)
+            for (key, entry), article in zip(fresh, articles[: len(fresh)], strict=True)
         ]
+        for (key, entry), article in zip(rematch, articles[len(fresh) :], strict=True):
+            edits[key] = replace(
+                edits[key],
+                rematched=_new_entry(key, entry, article, match_article(article, self.rules)),
+            )
         if any(r.baseline for r in rows):
             log.info(
                 "feed %s: %d entries older than its window are stored without alerts",
@@ -409,6 +490,8 @@ class Monitor:
             channels=self.hit_channels,
             baseline=baseline,
             router=self.router,
+            body_sha=body_sha,
+            edits=tuple(edits.values()),
         )
         self._after_success(feed, response)
         return PollSummary(
@@ -419,6 +502,41 @@ class Monitor:
             baseline=baseline,
             warnings=data.warnings,
         )
+
+    def _edits(
+        self, feed: FeedRow, edited: Sequence[EntryData]
+    ) -> tuple[dict[str, EntryEdit], list[tuple[str, EntryData]]]:
+        """The stored entries to update, and those whose article is matched again (B22).
+
+        A block can change without its title or summary changing (a comment
+        count, a timestamp): then only its hash is refreshed. Re-matching is
+        ``daemon.rematch_edits``, off by default.
+        """
+        if not edited:
+            return {}, []
+        keys = [entry_key(e) for e in edited]
+        stored = self.store.entry_texts(feed.id, keys)
+        edits: dict[str, EntryEdit] = {}
+        rematch: list[tuple[str, EntryData]] = []
+        for key, entry in zip(keys, edited, strict=True):
+            if key not in stored:
+                continue
+            if stored[key] == (entry.title, entry.summary):
+                edits[key] = EntryEdit(key, entry.block_sha)
+                continue
+            edits[key] = EntryEdit(key, entry.block_sha, title=entry.title, summary=entry.summary)
+            if self.settings.daemon.rematch_edits:
+                rematch.append((key, entry))
+        changed = sum(e.title is not None for e in edits.values())
+        if changed:
+            log.info(
+                "feed %s: %d stored entries were edited%s",
+                feed.url,
+                changed,
+                "; matching them again" if rematch else "",
+                extra={"event": "entries_edited", "feed_id": feed.id},
+            )
+        return edits, rematch
 
     async def _articles(self, entries: Sequence[EntryData]) -> list[Article]:
         """Fetch and extract each entry's page; fall back to the feed's summary."""
@@ -453,7 +571,7 @@ class Monitor:
             self.settings.alerts,
             self.now,
             notices=notices,
-            policies=channel_policies(self.settings.channels),
+            policies=channel_policies(self.settings.channels, self.settings.channel_options),
         )
 
     async def run_once(self) -> CycleSummary:
@@ -465,6 +583,10 @@ class Monitor:
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
+        # Wait (off the loop, a few seconds at most) for the parse workers to exit,
+        # so none is left behind while the interpreter shuts down.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(self.parser.close, wait=True), 5)
         close = getattr(self.extractor, "close", None)
         if callable(close):
             close()
@@ -580,6 +702,7 @@ def _new_entry(
         language=article.language,
         hits=tuple(matches),
         baseline=resurfaced,
+        block_sha=entry.block_sha,
     )
 
 
@@ -606,6 +729,7 @@ def make_monitor(
     _notifier: Notifier | None = None,
     _rules: RuleSet | None = None,
     _now: Callable[[], datetime] | None = None,
+    _parser: ParsePool | None = None,
 ) -> Monitor:
     """Wire the real parts from settings; tests pass their own for any of them.
 
@@ -626,6 +750,8 @@ def make_monitor(
         notifier=notifier,
         rules=rules,
         now=_now or utcnow,
+        # Worker processes, one per core, for bodies big enough to be worth shipping (issue #8).
+        parser=_parser or ParsePool(),
     )
 
 

@@ -76,6 +76,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from monitor.digest import zone
 from monitor.exceptions import RuleError
 
 __all__ = [
@@ -374,8 +375,12 @@ class Rule:
     languages: tuple[str, ...] = ()
     #: ``immediate`` or ``digest`` (then ``schedule`` says when).
     mode: str = "immediate"
-    #: ``hourly``, ``daily HH:MM`` or ``weekly [mon..sun] [HH:MM]`` (UTC), for digests.
+    #: ``hourly``, ``daily HH:MM`` or ``weekly [mon..sun] [HH:MM]``, for digests.
     schedule: str | None = None
+    #: The IANA time zone the schedule is read in (``Europe/Berlin``); None is UTC.
+    timezone: str | None = None
+    #: Alert again on later reports of a story that already alerted (marked as updates).
+    updates: bool = False
     #: False: a tag-only rule; its hits are recorded but do not alert by default.
     alert: bool = True
     #: With weights: the least score that counts as a match.
@@ -688,6 +693,8 @@ _RULE_META = (
     "channels",
     "mode",
     "schedule",
+    "timezone",
+    "updates",
     "alert",
     "threshold",
 )
@@ -1126,6 +1133,25 @@ class _Loader:
         if "schedule" in m and meta.get("mode") != "digest":
             self._error(m["schedule"][0], f"{path}.schedule", "only a digest rule has a schedule")
             ok = False
+        if "timezone" in m:
+            tz = self._string(m["timezone"][1], f"{path}.timezone", "a time zone name")
+            if tz is not None:
+                try:
+                    zone(tz)
+                except ValueError as e:
+                    self._error(m["timezone"][1], f"{path}.timezone", str(e))
+                    tz = None
+            if tz is not None and meta.get("mode") != "digest":
+                self._error(
+                    m["timezone"][0], f"{path}.timezone", "only a digest rule has a timezone"
+                )
+                tz = None
+            ok = tz is not None and ok
+            meta["timezone"] = tz
+        if "updates" in m:
+            updates = self._bool(m["updates"][1], f"{path}.updates")
+            ok = updates is not None and ok
+            meta["updates"] = updates
         if "alert" in m:
             alert = self._bool(m["alert"][1], f"{path}.alert")
             ok = alert is not None and ok
@@ -1159,6 +1185,8 @@ class _Loader:
             languages=meta.get("languages", ()),
             mode=meta.get("mode") or "immediate",
             schedule=meta.get("schedule"),
+            timezone=meta.get("timezone"),
+            updates=meta.get("updates") or False,
             alert=meta.get("alert", True),
             threshold=meta.get("threshold"),
         )

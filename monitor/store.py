@@ -306,6 +306,37 @@ def _m0040_alerts_hit_list_stories(db: sqlite_utils.Database) -> None:
     db.execute(head.rstrip() + extra + sep + tail)
 
 
+@migrations(name="0050_parse_hashes")
+def _m0050_parse_hashes(db: sqlite_utils.Database) -> None:
+    # Issue #8 and FAULTS B22/B23: a body seen before is not parsed again, and
+    # an entry whose raw block changed is parsed again to pick up an edit.
+    db.executescript(
+        """
+        -- hash of the last feed body that was parsed and stored
+        ALTER TABLE feeds ADD COLUMN parse_body_sha TEXT;
+        -- hash of the entry's raw <item>/<entry> block when last stored or checked
+        ALTER TABLE entries ADD COLUMN parse_block_sha TEXT;
+        -- when a changed block was last taken in (the edit cap, B23)
+        ALTER TABLE entries ADD COLUMN parse_checked_at TEXT;
+        -- when the title or summary last changed after the entry was first stored (B22)
+        ALTER TABLE entries ADD COLUMN updated_at TEXT;
+        """
+    )
+
+
+@migrations(name="0060_alerts_updates_and_rate_limits")
+def _m0060_alerts_updates_and_rate_limits(db: sqlite_utils.Database) -> None:
+    # Issue #4. A rule with `updates: true` alerts again on a later report of a
+    # story; its row is marked so the message says it is an update. Rate limits
+    # read each channel's last delivery, which the index keeps cheap.
+    db.executescript(
+        """
+        ALTER TABLE alerts ADD COLUMN is_update INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX alerts_channel_sent ON alerts(channel, status, sent_at);
+        """
+    )
+
+
 # New migrations go above this line, each a small function with a new name.
 
 
@@ -368,6 +399,23 @@ class NewEntry:
     hits: tuple[Match, ...]
     #: Record its alerts as 'skipped': an old entry resurfacing, not news (B24).
     baseline: bool = False
+    #: Hash of the entry's raw block in the feed, to notice a later edit (B22).
+    block_sha: str | None = None
+
+
+@dataclass(frozen=True)
+class EntryEdit:
+    """A stored entry whose raw block changed since it was stored or last checked (B22)."""
+
+    key: str
+    #: The block's new hash; stored with the time, which caps re-checks (B23).
+    block_sha: str | None
+    #: The new title and summary; None when neither changed (only the hash is refreshed).
+    title: str | None = None
+    summary: str | None = None
+    #: The entry re-extracted and re-matched, when re-matching is configured: its
+    #: text replaces the stored one and its hits are added for rules without one.
+    rematched: NewEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -390,6 +438,8 @@ class DueAlert:
     story_id: int | None = None
     #: NULL for a message of its own; else the digest schedule the row waits for.
     digest: str | None = None
+    #: A later report of a story that already alerted the channel (``updates: true``).
+    update: bool = False
 
 
 @dataclass(frozen=True)
@@ -403,6 +453,8 @@ class Route:
     digest: str | None = None
     #: Why it is not sent (e.g. the story already alerted); stored in last_error.
     note: str | None = None
+    #: A later report of a story that already alerted the channel (``updates: true``).
+    update: bool = False
 
 
 class HitRouter(Protocol):
@@ -582,6 +634,35 @@ class Store:
             if link_norm:
                 links.add(link_norm)
         return keys, links
+
+    def parse_state(
+        self, feed_id: int
+    ) -> tuple[str | None, dict[str, tuple[str | None, str | None]]]:
+        """The hash of the feed's last parsed body, and per stored guid its block's
+        hash and when a changed block was last taken in (issue #8, B22, B23)."""
+        row = self.db.execute("SELECT parse_body_sha FROM feeds WHERE id = ?", [feed_id]).fetchone()
+        blocks = {
+            guid: (sha, checked)
+            for guid, sha, checked in self.db.execute(
+                "SELECT guid, parse_block_sha, parse_checked_at FROM entries "
+                "WHERE feed_id = ? AND guid IS NOT NULL",
+                [feed_id],
+            )
+        }
+        return (row[0] if row else None), blocks
+
+    def entry_texts(self, feed_id: int, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Stored (title, summary) of the given entry keys, to tell an edit from a no-op."""
+        out: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i : i + 500])
+            marks = ",".join("?" for _ in chunk)
+            for key, title, summary in self.db.execute(
+                f"SELECT key, title, summary FROM entries WHERE feed_id = ? AND key IN ({marks})",
+                [feed_id, *chunk],
+            ):
+                out[key] = (title, summary)
+        return out
 
     def record_failure(
         self,
@@ -785,24 +866,27 @@ class Store:
         channels: Sequence[str],
         baseline: bool,
         router: HitRouter | None = None,
+        body_sha: str | None = None,
+        edits: Sequence[EntryEdit] = (),
     ) -> tuple[int, int]:
         """Store one successful poll atomically; returns (hits, alerts queued).
 
         Entries, hits, outbox rows and the feed's validators and health go in
         one transaction, so a crash leaves all of them or none (FAULTS D1, D2).
         Validators are written here and only here: after the body parsed (A17).
+        ``body_sha`` is the hash of the parsed body (kept unless None); ``edits``
+        update stored entries, adding hits only for rules the entry had none of.
         """
         hits = 0
         queued = 0
-        status = "skipped" if baseline else "pending"
         with self.write() as db:
             for e in entries:
                 cur = db.execute(
                     """
                     INSERT INTO entries (feed_id, key, guid, link, link_norm, title, summary,
                         author, published, first_seen_at, text, text_source, extract_error,
-                        language)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        language, parse_block_sha)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(feed_id, key) DO NOTHING
                     """,
                     [
@@ -820,71 +904,26 @@ class Store:
                         e.text_source,
                         e.extract_error,
                         e.language,
+                        e.block_sha,
                     ],
                 )
                 if cur.rowcount != 1:
                     continue
                 entry_id = cast(int, cur.lastrowid)
-                for m in e.hits:
-                    hit = db.execute(
-                        "INSERT INTO hits (entry_id, rule, terms, sentence, matched_at, "
-                        "category, score, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT(entry_id, rule) DO NOTHING",
-                        [
-                            entry_id,
-                            m.rule,
-                            json.dumps(list(m.terms), ensure_ascii=False),
-                            m.sentence,
-                            iso(now),
-                            m.category,
-                            m.score,
-                            json.dumps(list(m.tags), ensure_ascii=False),
-                        ],
-                    )
-                    if hit.rowcount != 1:
-                        continue
-                    hits += 1
-                    hit_id = cast(int, hit.lastrowid)
-                    # A tag-only rule (alert: false) records the hit and sends nothing.
-                    routes: Sequence[Route] = ()
-                    if m.alert and router is not None:
-                        routes = router(
-                            db,
-                            hit_id=hit_id,
-                            entry_id=entry_id,
-                            entry=e,
-                            match=m,
-                            channels=channels,
-                            baseline=baseline or e.baseline,
-                            now=now,
-                        )
-                    elif m.alert:
-                        routes = [
-                            Route(c, "skipped" if e.baseline else status, now)
-                            for c in (m.channels or channels)
-                        ]
-                    for r in routes:
-                        db.execute(
-                            "INSERT INTO alerts (hit_id, channel, status, created_at, "
-                            "next_attempt_at, digest, last_error) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                            "ON CONFLICT(hit_id, channel) DO NOTHING",
-                            [
-                                hit_id,
-                                r.channel,
-                                r.status,
-                                iso(now),
-                                iso(r.next_attempt_at),
-                                r.digest,
-                                r.note,
-                            ],
-                        )
-                        queued += r.status == "pending"
+                n_hits, n_queued = self._add_hits(db, entry_id, e, now, channels, baseline, router)
+                hits += n_hits
+                queued += n_queued
+            for edit in edits:
+                n_hits, n_queued = self._edit_entry(db, feed.id, edit, now, channels, router)
+                hits += n_hits
+                queued += n_queued
             db.execute(
                 """
                 UPDATE feeds SET title = coalesce(?, title), etag = ?, last_modified = ?,
                     last_polled_at = ?, last_success_at = ?, consecutive_failures = 0,
                     last_error = NULL, next_poll_at = ?,
-                    last_new_entry_at = CASE WHEN ? THEN ? ELSE last_new_entry_at END
+                    last_new_entry_at = CASE WHEN ? THEN ? ELSE last_new_entry_at END,
+                    parse_body_sha = coalesce(?, parse_body_sha)
                 WHERE id = ?
                 """,
                 [
@@ -896,9 +935,122 @@ class Store:
                     iso(next_poll),
                     bool(entries),
                     iso(now),
+                    body_sha,
                     feed.id,
                 ],
             )
+        return hits, queued
+
+    def _edit_entry(
+        self,
+        db: sqlite_utils.Database,
+        feed_id: int,
+        edit: EntryEdit,
+        now: datetime,
+        channels: Sequence[str],
+        router: HitRouter | None,
+    ) -> tuple[int, int]:
+        """Apply one :class:`EntryEdit` inside record_poll's transaction (B22)."""
+        row = db.execute(
+            "SELECT id FROM entries WHERE feed_id = ? AND key = ?", [feed_id, edit.key]
+        ).fetchone()
+        if row is None:
+            return 0, 0
+        entry_id = int(row[0])
+        db.execute(
+            "UPDATE entries SET parse_block_sha = ?, parse_checked_at = ? WHERE id = ?",
+            [edit.block_sha, iso(now), entry_id],
+        )
+        if edit.title is not None and edit.summary is not None:
+            # A text that was the summary follows the summary; an article's text
+            # changes only when the page is extracted again (re-matching).
+            db.execute(
+                "UPDATE entries SET title = ?, summary = ?, updated_at = ?, "
+                "text = CASE WHEN text_source = 'summary' THEN ? ELSE text END WHERE id = ?",
+                [edit.title, edit.summary, iso(now), edit.summary, entry_id],
+            )
+        e = edit.rematched
+        if e is None:
+            return 0, 0
+        db.execute(
+            "UPDATE entries SET text = ?, text_source = ?, extract_error = ?, language = ?, "
+            "author = coalesce(?, author) WHERE id = ?",
+            [e.text, e.text_source, e.extract_error, e.language, e.author, entry_id],
+        )
+        # UNIQUE (entry_id, rule): a rule that already hit this entry gets no second
+        # hit, so no second alert; a rule that matches only the edit does.
+        return self._add_hits(db, entry_id, e, now, channels, False, router)
+
+    def _add_hits(
+        self,
+        db: sqlite_utils.Database,
+        entry_id: int,
+        e: NewEntry,
+        now: datetime,
+        channels: Sequence[str],
+        baseline: bool,
+        router: HitRouter | None,
+    ) -> tuple[int, int]:
+        """Insert the entry's hits and their outbox rows; returns (hits, alerts queued)."""
+        hits = 0
+        queued = 0
+        status = "skipped" if baseline else "pending"
+        for m in e.hits:
+            hit = db.execute(
+                "INSERT INTO hits (entry_id, rule, terms, sentence, matched_at, "
+                "category, score, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(entry_id, rule) DO NOTHING",
+                [
+                    entry_id,
+                    m.rule,
+                    json.dumps(list(m.terms), ensure_ascii=False),
+                    m.sentence,
+                    iso(now),
+                    m.category,
+                    m.score,
+                    json.dumps(list(m.tags), ensure_ascii=False),
+                ],
+            )
+            if hit.rowcount != 1:
+                continue
+            hits += 1
+            hit_id = cast(int, hit.lastrowid)
+            # A tag-only rule (alert: false) records the hit and sends nothing.
+            routes: Sequence[Route] = ()
+            if m.alert and router is not None:
+                routes = router(
+                    db,
+                    hit_id=hit_id,
+                    entry_id=entry_id,
+                    entry=e,
+                    match=m,
+                    channels=channels,
+                    baseline=baseline or e.baseline,
+                    now=now,
+                )
+            elif m.alert:
+                routes = [
+                    Route(c, "skipped" if e.baseline else status, now)
+                    for c in (m.channels or channels)
+                ]
+            for r in routes:
+                db.execute(
+                    "INSERT INTO alerts (hit_id, channel, status, created_at, "
+                    "next_attempt_at, digest, last_error, is_update) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(hit_id, channel) DO NOTHING",
+                    [
+                        hit_id,
+                        r.channel,
+                        r.status,
+                        iso(now),
+                        iso(r.next_attempt_at),
+                        r.digest,
+                        r.note,
+                        r.update,
+                    ],
+                )
+                queued += r.status == "pending"
         return hits, queued
 
     # -- outbox -------------------------------------------------------------
@@ -921,7 +1073,7 @@ class Store:
                 SELECT alerts.id, alerts.hit_id, alerts.channel, alerts.attempts, hits.rule,
                        hits.terms, hits.sentence, entries.title, entries.link, entries.published,
                        coalesce(feeds.name, feeds.title, feeds.url), hits.category,
-                       hits.story_id, alerts.digest
+                       hits.story_id, alerts.digest, alerts.is_update
                 FROM alerts
                 JOIN hits ON hits.id = alerts.hit_id
                 JOIN entries ON entries.id = hits.entry_id
@@ -954,6 +1106,7 @@ class Store:
                 category=r[11],
                 story_id=r[12],
                 digest=r[13],
+                update=bool(r[14]),
             )
             for r in rows
         ]
@@ -980,16 +1133,26 @@ class Store:
                 ],
             )
 
-    def defer_alert(self, alert_id: int, until: datetime, reason: str | None = None) -> None:
+    def defer_alert(
+        self,
+        alert_id: int,
+        until: datetime,
+        reason: str | None = None,
+        *,
+        digest: str | None = None,
+    ) -> None:
         """Put a claimed row back, due at ``until``, without counting an attempt.
 
-        For a channel that asked us to wait (Retry-After) or just failed.
+        For a channel that asked us to wait (Retry-After), just failed, is in
+        its quiet hours or at its rate limit. ``digest`` (if given) makes the
+        row part of that digest (quiet hours bundle what they held).
         """
         with self.write() as db:
             db.execute(
                 "UPDATE alerts SET status = 'pending', lease_until = NULL, next_attempt_at = ?, "
-                "last_error = coalesce(?, last_error) WHERE id = ? AND status = 'sending'",
-                [iso(until), reason, alert_id],
+                "last_error = coalesce(?, last_error), digest = coalesce(?, digest) "
+                "WHERE id = ? AND status = 'sending'",
+                [iso(until), reason, digest, alert_id],
             )
 
     def retry_alert(self, alert_id: int, now: datetime) -> bool:
@@ -1009,7 +1172,7 @@ class Store:
             f"""
             SELECT alerts.id, alerts.hit_id, alerts.channel, alerts.status, alerts.attempts,
                    alerts.digest, alerts.next_attempt_at, alerts.sent_at, alerts.last_error,
-                   hits.rule, hits.story_id, entries.title
+                   alerts.is_update, hits.rule, hits.story_id, entries.title
             FROM alerts JOIN hits ON hits.id = alerts.hit_id
             JOIN entries ON entries.id = hits.entry_id
             {where} ORDER BY alerts.id DESC LIMIT ?

@@ -52,6 +52,9 @@ class EntryData:
     #: Publication date in UTC, if the feed gave a believable one.
     published: datetime | None = None
     author: str | None = None
+    #: Hash of the entry's raw block in the feed, when it has one plain guid (B22);
+    #: bookkeeping, not content, so it takes no part in equality.
+    block_sha: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

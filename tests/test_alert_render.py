@@ -76,3 +76,19 @@ def test_recipients_split_and_retry_after() -> None:
     assert parse_retry_after("30") == 30.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("99999999") == 6 * 3600.0
+
+
+def test_delivery_error_is_in_the_tree_under_alert_error() -> None:
+    """DeliveryError descends from the one root and is drawn in the exception tree."""
+    import monitor.exceptions as exc
+    from monitor.alert import DeliveryError
+
+    e = DeliveryError("team", "HTTP 429", retry_after=30.0)
+    assert isinstance(e, exc.AlertError) and isinstance(e, exc.MonitorError)
+    assert (e.channel, e.reason, e.retry_after, e.permanent) == ("team", "HTTP 429", 30.0, False)
+    assert str(e) == "channel 'team': HTTP 429"
+    tree = exc.__doc__ or ""
+    alert_line = next(line for line in tree.splitlines() if "AlertError(" in line)
+    delivery_line = next(line for line in tree.splitlines() if "DeliveryError" in line)
+    # Drawn one level below AlertError.
+    assert delivery_line.index("DeliveryError") == alert_line.index("AlertError") + 4

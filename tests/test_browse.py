@@ -206,6 +206,9 @@ def test_search_finds_hits_and_any_stored_article(ds: Datasette) -> None:
         ("failing_feeds", "", True),
         ("alerts_by_status", "", True),
         ("alerts_pending_or_dead", "", True),
+        ("story", "story_id=1", True),
+        ("story", "story_id=999", False),
+        ("stories_reported_by", "", True),
     ],
 )
 def test_every_canned_query_answers(
@@ -236,8 +239,44 @@ def test_canned_queries_say_what_happened(ds: Datasette) -> None:
         assert q in get(ds, f"/{DB}").text
 
 
+def test_a_storys_reports_are_seen_together(ds: Datasette, filled: Path) -> None:
+    """Also reported by: the Tribune's CBP story is retold by the XSS feed; the
+    `story` query, the story_id facet and the stories query show them together."""
+    seed = next(
+        h
+        for h in rows(ds, f"/{DB}/hit_list.json")
+        if h["title"].startswith("Salesforce employees ask Benioff")
+    )
+    story_id = seed["story_id"]
+    assert story_id is not None and seed["story_outlets"] == 2
+    reports = rows(ds, f"/{DB}/story.json?story_id={story_id}")
+    # First report first (the feeds are polled at once, so either may be first).
+    assert [r["id"] for r in reports] == sorted(r["id"] for r in reports)
+    assert {r["outlet"] for r in reports} == {"Test Tribune", XSS_FEED_TITLE}
+    # The evil feed tells it twice (its second entry has a javascript: link).
+    assert {r["title"] for r in reports} == {seed["title"], XSS_TITLE, "A javascript: link"}
+    # The facet narrows the hits to the same reports.
+    faceted = rows(ds, f"/{DB}/hit_list.json?story_id={story_id}")
+    assert sorted(h["id"] for h in faceted) == sorted(r["id"] for r in reports)
+    values = get(ds, f"/{DB}/hit_list.json").json()["facet_results"]["story_id"]["results"]
+    assert {"value": story_id, "count": 3} in [
+        {"value": v["value"], "count": v["count"]} for v in values
+    ]
+    stories = {s["story_id"]: s for s in rows(ds, f"/{DB}/stories_reported_by.json")}
+    assert len(stories) == db_count(filled, "SELECT count(*) FROM stories")
+    told = stories[story_id]
+    assert (told["outlets"], told["reports"]) == (2, 3)
+    assert told["reported_by"] == ", ".join(dict.fromkeys(r["outlet"] for r in reports))
+    # The HTML pages escape the retelling's title, and the raw hits link their story.
+    page = get(ds, f"/{DB}/story?story_id={story_id}").text
+    assert "<script>alert(" not in page and "&lt;script&gt;" in page
+    raw = get(ds, f"/{DB}/hits?id={seed['id']}").text
+    assert f'<a href="/{DB}/stories/{story_id}">' in raw  # labelled with the story's title
+    assert f'href="/{DB}/hits?story_id={story_id}"' in get(ds, f"/{DB}/stories/{story_id}").text
+
+
 def test_every_query_all_query_pages_and_exports_are_listed(ds: Datasette) -> None:
-    assert len(metadata(DB)["databases"][DB]["queries"]) == 7
+    assert len(metadata(DB)["databases"][DB]["queries"]) == 9
     for fmt in ("json", "csv"):
         assert get(ds, f"/{DB}/hit_list.{fmt}").status_code == 200
     assert ".atom" in get(ds, f"/{DB}/hits_feed").text

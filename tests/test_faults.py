@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import sqlite3
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from monitor.daemon import Daemon
 from monitor.exceptions import StoreError
 from monitor.extract import ExtractedPage, ProcessExtractor
 from monitor.parse import parse_feed
-from monitor.pipeline import Monitor, make_monitor
+from monitor.pipeline import EDIT_INTERVAL, Monitor, make_monitor
 from monitor.rules import rules_from_text
 from monitor.scheduler import (
     add_interval_job,
@@ -202,32 +203,110 @@ def test_b7_one_invalid_byte_does_not_misdecode_the_whole_feed() -> None:
     assert "Gr" in titles[0] and "kaputt" in titles[0]
 
 
+def entry_rows(db: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT guid, title, summary, text, updated_at FROM entries ORDER BY guid"
+        ).fetchall()
+
+
 def test_b22_b23_edited_or_ever_changing_entries_never_alert_twice(
     tmp_path: Path, server: HTTPServer
 ) -> None:
-    """B22: same guid, edited text; B23: a timestamp in the body on every poll.
-    No second alert, no new rows: the stored entry is the first version."""
+    """B22: same guid, edited text: the stored entry is updated, no second alert.
+    B23: a timestamp in the body on every poll: the entry is taken in at most once
+    per EDIT_INTERVAL (one update, not one per poll), and never alerts again."""
     versions = [
         rss(item("1", "Employees stage a walkout", summary=f"Updated at poll {i}."))
-        for i in range(4)
+        for i in range(6)
     ]
     serve_in_turn(
         server, "/feed", [Response(v, content_type="application/rss+xml") for v in versions]
     )
-    m = monitor(tmp_path, server.url_for("/feed"), first=True)
-    results = polls(m, 4)
+    clock = Clock()
+    m = monitor(tmp_path, server.url_for("/feed"), first=True, clock=clock)
+    # Polls an hour apart, then one after the edit interval has passed.
+    steps = [timedelta(hours=1)] * 3 + [EDIT_INTERVAL, timedelta(hours=1)]
+
+    async def go() -> list[FeedResult]:
+        out = []
+        try:
+            for step in [*steps, timedelta(0)]:
+                (result,) = await m.poll_all()
+                out.append(result)
+                clock.t += step
+        finally:
+            await m.aclose()
+        return out
+
+    results = asyncio.run(go())
     assert [isinstance(r.value, PollSummary) and r.value.entries_new for r in results] == [
         1,
         0,
         0,
         0,
+        0,
+        0,
     ]
     assert alerts(tmp_path / "m.db") == [("1", "pending")]
-    with sqlite3.connect(tmp_path / "m.db") as conn:
-        assert conn.execute("SELECT count(*), min(summary) FROM entries").fetchone() == (
-            1,
-            "Updated at poll 0.",
+    # Poll 1 took the edit in; polls 2 and 3 fell within the interval (B23); poll 4
+    # came after it and took the next version in; poll 5 again within it.
+    ((guid, title, summary, text, updated_at),) = entry_rows(tmp_path / "m.db")
+    assert (guid, title) == ("1", "Employees stage a walkout")
+    # No link, so the stored text is the summary, and follows it.
+    assert summary == text == "Updated at poll 4."
+    assert from_iso(updated_at) == T0 + 3 * timedelta(hours=1) + EDIT_INTERVAL
+
+
+def test_b22_rematch_is_off_by_default_and_on_never_alerts_twice(
+    tmp_path: Path, server: HTTPServer
+) -> None:
+    """B22: an edit that only now matches a rule makes no hit unless
+    daemon.rematch_edits is on; with it on, the edit is matched again, the new
+    (entry, rule) alerts once, and a further edit that still matches does not."""
+    dull = rss(item("1", "Quarterly report", summary="Numbers."))
+    walkout = rss(item("1", "Employees stage a walkout", summary="Staff left at noon."))
+    again = rss(item("1", "Employees stage a walkout", summary="Staff left at noon; more."))
+    for rematch in (False, True):
+        path = f"/feed{int(rematch)}"
+        serve_in_turn(
+            server,
+            path,
+            [Response(v, content_type="application/rss+xml") for v in (dull, walkout, again)],
         )
+        tmp = tmp_path / str(rematch)
+        tmp.mkdir()
+        clock = Clock()
+        m = monitor(tmp, server.url_for(path), first=True, clock=clock)
+        m.settings = replace(m.settings, daemon=replace(m.settings.daemon, rematch_edits=rematch))
+        polls(m, 3, clock, step=EDIT_INTERVAL + timedelta(minutes=1))
+        ((_, title, summary, _, updated_at),) = entry_rows(tmp / "m.db")
+        assert (title, summary) == ("Employees stage a walkout", "Staff left at noon; more.")
+        assert updated_at is not None
+        assert alerts(tmp / "m.db") == ([("1", "pending")] if rematch else [])
+
+
+def test_b22_unchanged_block_is_not_parsed_again_and_a_changed_one_is(
+    tmp_path: Path, server: HTTPServer
+) -> None:
+    """B22 and issue #8: of a feed whose second entry was edited, only that entry is
+    parsed again (the unchanged one is cut out before feedparser sees it)."""
+    first = rss(item("a", "First"), item("b", "Second"))
+    second = rss(item("a", "First"), item("b", "Second, corrected"))
+    serve_in_turn(
+        server, "/feed", [Response(v, content_type="application/rss+xml") for v in (first, second)]
+    )
+    clock = Clock()
+    m = monitor(tmp_path, server.url_for("/feed"), clock=clock)
+    results = polls(m, 2, clock)
+    summary = results[1].value
+    assert isinstance(summary, PollSummary)
+    assert (summary.entries_new, summary.entries_seen) == (0, 2)
+    rows = entry_rows(tmp_path / "m.db")
+    assert [(g, t, u is not None) for g, t, _, _, u in rows] == [
+        ("a", "First", False),
+        ("b", "Second, corrected", True),
+    ]
 
 
 def test_b24_resurfacing_old_items_do_not_alert(tmp_path: Path, server: HTTPServer) -> None:

@@ -465,7 +465,7 @@ def test_all_entries_known_is_still_a_feed() -> None:
 def test_drop_known_leaves_odd_documents_alone(body: bytes) -> None:
     from monitor.parse import _drop_known
 
-    assert _drop_known(body, {"a", "b"}) == (body, 0)
+    assert _drop_known(body, {"a", "b"})[:2] == (body, 0)
 
 
 @pytest.mark.skipif(not CORPUS_FEEDS.is_dir(), reason="../shared/corpus is not beside the project")
@@ -487,3 +487,23 @@ def test_dropping_known_guids_never_changes_the_new_entries() -> None:
         ], path.name
         checked += 1
     assert checked >= 80
+
+
+def test_drop_known_keeps_a_changed_block_and_hashes_every_block() -> None:
+    """B22: a stored guid whose block changed is kept for parsing; unchanged or
+    capped (None) ones are dropped; every block with one plain guid is hashed."""
+    from monitor.parse import _drop_known, block_sha
+
+    a = b"<item><guid>a</guid><title>A</title></item>"
+    b = b"<item><guid>b</guid><title>B, corrected</title></item>"
+    c = b"<item><guid>c</guid><title>C</title></item>"
+    body = b'<rss version="2.0"><channel>' + a + b + c + b"</channel></rss>"
+    known: dict[str, str | None] = {"a": block_sha(a), "b": "an older hash", "c": None}
+    kept, dropped, hashes = _drop_known(body, known)
+    assert dropped == 2
+    assert kept == b'<rss version="2.0"><channel>' + b + b"</channel></rss>"
+    assert hashes == {"a": block_sha(a), "b": block_sha(b), "c": block_sha(c)}
+    feed = parse_feed("https://example.org/f", body, known_guids=known)
+    assert [(e.guid, e.title, e.block_sha) for e in feed.entries] == [
+        ("b", "B, corrected", block_sha(b))
+    ]

@@ -104,7 +104,7 @@ rules:
         f"{p}:7: rules[1].all: expected a list",
         f"{p}:8: rules[1].colour: unknown key; expected one of: "
         "name, description, category, tags, severity, languages, channels, mode, schedule, "
-        "alert, threshold, all, any, none, at_least, field, within",
+        "timezone, updates, alert, threshold, all, any, none, at_least, field, within",
         f"{p}:11: rules[2].all[0][1]: empty term '': it needs letters or digits",
         f"{p}:12: rules[2].all[1]: unknown term list $nowhere (known: $companies)",
         f"{p}:13: rules[2].none[0][0].case_sensitive: expected true or false",

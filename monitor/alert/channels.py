@@ -18,6 +18,13 @@ here and everything else through apprise:
   our escaped mrkdwn, POSTed the same way (C13);
 - ``console://`` prints to standard output.
 
+Everything else goes through apprise, so it cannot honour Retry-After (apprise
+returns only True or False; it retries on its own clock). Slack through a bot
+token (``slack://xoxb-.../#channel``) is one of these, and apprise's Slack
+plugin turns ``<!channel>`` (even escaped as ``&lt;!channel&gt;``) and
+``<url|text>`` in a body back into live mentions and links; see
+:func:`apprise_text` for what it is given instead.
+
 Nothing here puts a URL in an error or a log line: channels go by name.
 """
 
@@ -252,13 +259,40 @@ def _webhook(url: str, message: Message) -> _Webhook | None:
     return None
 
 
+#: Look-alikes for ``<`` and ``>`` in text that apprise's Slack plugin would read as markup.
+_SLACK_NEUTRAL = str.maketrans({"<": "\u2039", ">": "\u203a"})
+
+
+def apprise_text(plugin: Any, message: Message) -> tuple[str, str]:
+    """The (title, body) apprise's ``plugin`` is given for ``message`` (C13 beyond webhooks).
+
+    Slack through a bot token: with ``?blocks=yes`` apprise sends the body as
+    mrkdwn untouched, so it gets our escaped mrkdwn. Without it (apprise's
+    default), apprise escapes ``&``, ``<`` and ``>`` and then turns every
+    ``!name>``, ``@name>`` and ``url|text>`` back into a mention or link, the
+    escaped forms included; so it gets the plain text with ``<`` and ``>``
+    shown as look-alikes (U+2039, U+203A): nothing is left for it to turn into markup.
+    Every other service gets the plain text.
+    """
+    if type(plugin).__name__ == "NotifySlack":
+        if getattr(plugin, "use_blocks", False):
+            text = message.markdown if message.markdown is not None else slack_escape(message.body)
+            # The title goes in a plain_text header; neutral anyway, in case Slack changes.
+            return message.title.translate(_SLACK_NEUTRAL), text
+        return message.title.translate(_SLACK_NEUTRAL), message.body.translate(_SLACK_NEUTRAL)
+    return message.title, message.body
+
+
 def _apprise_send(url: str, message: Message) -> bool:
     import apprise
 
-    a = apprise.Apprise()
-    if not a.add(url):
+    plugin = apprise.Apprise.instantiate(url)
+    if plugin is None:
         return False
-    return bool(a.notify(title=message.title, body=message.body))
+    a = apprise.Apprise()
+    a.add(plugin)
+    title, body = apprise_text(plugin, message)
+    return bool(a.notify(title=title, body=body))
 
 
 def message_id(token: str, domain: str) -> str:
@@ -333,6 +367,7 @@ __all__ = [
     "AppriseNotifier",
     "DeliveryError",
     "Notifier",
+    "apprise_text",
     "delivery_targets",
     "message_id",
     "parse_retry_after",

@@ -11,8 +11,16 @@
   ``alerts.max_attempts`` attempts, or at once for a permanent refusal (SMTP
   5xx, HTTP 4xx), the row is ``dead``.
 - Channels are served concurrently (a tarpitted SMTP server holds only its
-  own rows, D14) and each one at most once per ``min_interval`` (Slack
-  webhooks take about one message a second).
+  own rows, D14) and each one at most once per ``min_interval`` (the
+  channel's ``rate_limit``; Slack webhooks default to one message a second),
+  counted from its last delivery, also one made by an earlier run. Short
+  waits are slept (on the injected ``sleep``, so tests move a fake clock);
+  once a channel has waited :data:`MAX_RATE_SLEEP` in one run, its other
+  rows are put back, due when the limit allows, without counting an attempt.
+- A channel in its quiet hours gets nothing: due rows (a retry, a digest,
+  rows a stopped daemon left) are put back until the quiet hours end, the
+  untried ones joining the message after them. Hits found in them were
+  already routed to wait for that end (:mod:`~monitor.alert.routing`).
 - Digest rows (``digest`` set) due for a channel go out as ONE message,
   grouped by story, each story listing every outlet that told it.
 - A dead row, or a channel failing for an hour, tells the operator through
@@ -32,8 +40,8 @@ from typing import Protocol
 
 from monitor.alert.channels import DeliveryError, Notifier, split_channel
 from monitor.alert.render import AlertView, DigestStory, Message, render_alert, render_digest
-from monitor.config import AlertConfig, Secret
-from monitor.digest import QUIET
+from monitor.config import AlertConfig, ChannelConfig, Secret
+from monitor.digest import QUIET, QuietHours
 from monitor.exceptions import AlertError, StoreError
 from monitor.store import DueAlert, Store
 
@@ -41,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: A channel failing this long (every attempt since its oldest failing row) tells the operator.
 FAILING_NOTICE_AFTER = timedelta(hours=1)
+#: Seconds one channel may wait for its rate limit within one dispatch run; the rest
+#: of its rows wait in the outbox instead, so a slow limit cannot hold the run.
+MAX_RATE_SLEEP = 30.0
 
 
 def backoff(attempts: int, config: AlertConfig, rand: Callable[[], float] = random.random) -> float:
@@ -55,21 +66,36 @@ class ChannelPolicy:
 
     #: Least seconds between two messages to the channel.
     min_interval: float = 0.0
-    #: ``text`` / ``markdown`` -> a :class:`string.Template` replacing that rendering.
+    #: ``title`` / ``text`` / ``markdown`` / ``html`` -> a :class:`string.Template`
+    #: replacing that rendering.
     templates: Mapping[str, str] = field(default_factory=dict)
+    #: Hours in which the channel gets no messages.
+    quiet: QuietHours | None = None
 
 
 #: Least seconds between messages to a Slack webhook (Slack takes about one a second).
 SLACK_MIN_INTERVAL = 1.0
 
 
-def channel_policies(channels: Mapping[str, Secret]) -> dict[str, ChannelPolicy]:
-    """Each channel's policy: Slack webhooks get one message a second, others no limit."""
+def channel_policies(
+    channels: Mapping[str, Secret], options: Mapping[str, ChannelConfig] | None = None
+) -> dict[str, ChannelPolicy]:
+    """Each channel's policy from its configured options.
+
+    Without a ``rate_limit``, Slack webhooks get one message a second and other
+    channels no limit.
+    """
     out: dict[str, ChannelPolicy] = {}
     for name, secret in channels.items():
         url = secret.reveal()
         slack = url.startswith("slack://") or url.startswith("https://hooks.slack.com/")
-        out[name] = ChannelPolicy(min_interval=SLACK_MIN_INTERVAL if slack else 0.0)
+        config = (options or {}).get(name, ChannelConfig())
+        interval = config.min_interval
+        if interval is None:
+            interval = SLACK_MIN_INTERVAL if slack else 0.0
+        out[name] = ChannelPolicy(
+            min_interval=interval, templates=dict(config.templates), quiet=config.quiet_hours
+        )
     return out
 
 
@@ -93,6 +119,7 @@ class DispatchSummary:
 def view(alert: DueAlert, also: Sequence[str] = ()) -> AlertView:
     """What a message shows about one claimed row."""
     return AlertView(
+        update=alert.update,
         hit_id=alert.hit_id,
         title=alert.entry_title,
         outlet=alert.feed_name,
@@ -111,9 +138,11 @@ def token(alert: DueAlert) -> str:
     return f"hit-{alert.hit_id}.{alert.channel}"
 
 
-def render(alert: DueAlert, templates: Mapping[str, str] | None = None) -> Message:
+def render(
+    alert: DueAlert, templates: Mapping[str, str] | None = None, also: Sequence[str] = ()
+) -> Message:
     """The message for one hit: title, source, date, link, rule, terms and the sentence."""
-    return render_alert(view(alert), token=token(alert), templates=templates)
+    return render_alert(view(alert, also), token=token(alert), templates=templates)
 
 
 @dataclass
@@ -131,6 +160,8 @@ class _Run:
     deferred: int = 0
     dead_channels: set[str] = field(default_factory=set)
     failing_channels: set[str] = field(default_factory=set)
+    #: Channel -> when it was last sent to (this run, else the outbox's record).
+    last_send: dict[str, datetime] = field(default_factory=dict)
 
     def units(self, rows: Sequence[DueAlert]) -> list[tuple[list[DueAlert], Message]]:
         """Messages for one channel's rows: one per immediate row, one for all digest rows."""
@@ -139,12 +170,51 @@ class _Run:
         digest: list[DueAlert] = []
         for row in rows:
             if row.digest is None:
-                out.append(([row], render(row, policy.templates)))
+                out.append(([row], render(row, policy.templates, self.also(row))))
             else:
                 digest.append(row)
         if digest:
             out.append((digest, self.digest_message(digest)))
         return out
+
+    def also(self, row: DueAlert) -> list[str]:
+        """For an update: the other outlets that reported its story ("also reported by")."""
+        if not row.update or row.story_id is None:
+            return []
+        try:
+            outlets = self.store.story_outlets(row.story_id)
+        except StoreError:
+            log.exception("could not read the outlets of story %d", row.story_id)
+            return []
+        return [o for o in outlets if o != row.feed_name]
+
+    def defer(
+        self, unit: Sequence[DueAlert], until: datetime, reason: str | None, *, quiet: bool = False
+    ) -> None:
+        """Put ``unit`` back untried, due at ``until``.
+
+        ``quiet``: held by quiet hours. Rows never tried then join the message
+        after them; one already tried keeps its own message, so a repeat of an
+        unknown outcome keeps its token (D17).
+        """
+        for row in unit:
+            bundle = QUIET if quiet and row.digest is None and row.attempts == 0 else None
+            self.store.defer_alert(row.id, until, reason, digest=bundle)
+        self.deferred += len(unit)
+
+    def ready_at(self, channel: str, policy: ChannelPolicy) -> datetime | None:
+        """When the channel's rate limit next allows a message, or None if it allows one now."""
+        if policy.min_interval <= 0:
+            return None
+        now = self.now()
+        last = self.last_send.get(channel)
+        if last is None:
+            last = self.store.channel_last_sent(channel)
+        if last is None:
+            return None
+        # Capped at one interval from now: a clock set back must not park the channel.
+        ready = min(last, now) + timedelta(seconds=policy.min_interval)
+        return ready if ready > now else None
 
     def digest_message(self, rows: Sequence[DueAlert]) -> Message:
         stories: dict[object, list[DueAlert]] = {}
@@ -174,29 +244,37 @@ class _Run:
     async def channel(self, rows: Sequence[DueAlert]) -> None:
         channel = rows[0].channel
         policy = self.policies.get(split_channel(channel)[0], ChannelPolicy())
+        # Once set, the channel's remaining rows are put back untried, due at ``hold``;
+        # ``note`` (a failure) goes on them, quiet hours and rate limits leave none.
         hold: datetime | None = None
-        reason = ""
-        last: float | None = None
-        loop = asyncio.get_running_loop()
+        note: str | None = None
+        slept = 0.0
+        quiet = False
         for unit, message in self.units(rows):
+            if hold is None and policy.quiet is not None:
+                quiet_until = policy.quiet.until(self.now())
+                if quiet_until is not None:
+                    hold, quiet = quiet_until, True
             if hold is not None:
-                for row in unit:
-                    self.store.defer_alert(
-                        row.id, hold, f"not tried: the channel failed ({reason})"
-                    )
-                self.deferred += len(unit)
+                self.defer(unit, hold, note, quiet=quiet)
                 continue
-            if last is not None and policy.min_interval > 0:
-                wait = policy.min_interval - (loop.time() - last)
-                if wait > 0:
-                    await self.sleep(wait)
+            ready = self.ready_at(channel, policy)
+            if ready is not None:
+                wait = (ready - self.now()).total_seconds()
+                if slept + wait > MAX_RATE_SLEEP:
+                    hold, note = ready, None
+                    self.defer(unit, hold, None)
+                    continue
+                await self.sleep(wait)
+                slept += wait
             try:
                 await self.notifier.send(channel, message)
             except AlertError as e:
-                last = loop.time()
-                hold, reason = self.failed_unit(unit, e), e.reason
+                self.last_send[channel] = self.now()
+                hold = self.failed_unit(unit, e)
+                note = f"not tried: the channel failed ({e.reason})"
                 continue
-            last = loop.time()
+            self.last_send[channel] = self.now()
             for row in unit:
                 try:
                     self.store.mark_sent(row.id, self.now())

@@ -12,7 +12,12 @@ sink gets its own escaping (FAULTS C13, C14, C22):
   and ``data:`` links are shown as withheld text, never as a link;
 - a per-channel template is a :class:`string.Template`: it substitutes
   named strings and nothing else, so it cannot reach Python objects
-  (``${title.__class__}`` is not a placeholder and stays as written).
+  (``${title.__class__}`` is not a placeholder and stays as written). Each
+  rendering escapes the values for its own sink before they are substituted
+  (Slack escaping for ``markdown``, HTML escaping for ``html``, one clean
+  line for ``title``); the template text itself is the operator's and is
+  used as written. :func:`check_template` is the configuration's check
+  (unknown placeholders are load errors).
 """
 
 from __future__ import annotations
@@ -28,6 +33,25 @@ SUBJECT_MAX = 250
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 _SPACES = re.compile(r"\s+")
 _SAFE_LINK = re.compile(r"https?://[^\s<>\"'|`\\]+", re.IGNORECASE)
+
+#: The renderings a channel may override with a template (``channels.NAME.template``).
+TEMPLATE_KINDS = ("title", "text", "markdown", "html")
+#: The placeholders a template may use; every value is a string escaped for its sink.
+TEMPLATE_FIELDS = (
+    "title",
+    "title_link",
+    "outlet",
+    "date",
+    "link",
+    "rule",
+    "category",
+    "terms",
+    "sentence",
+    "also",
+    "update",
+    "hit_id",
+    "token",
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,8 @@ class AlertView:
     sentence: str
     #: Other outlets that reported the same story (digests, "also reported by").
     also: tuple[str, ...] = ()
+    #: A later report of a story that already alerted (a rule with ``updates: true``).
+    update: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,20 +166,48 @@ def _fields(view: AlertView) -> dict[str, str]:
         "hit_id": str(view.hit_id),
         "token": f"monitor hit #{view.hit_id}",
         "also": clean_line(", ".join(view.also)),
+        "update": "Update: " if view.update else "",
     }
 
 
-def subject(view: AlertView) -> str:
+def check_template(text: str) -> str | None:
+    """Why ``text`` is not a usable template (a stray ``$``, an unknown placeholder), or None."""
+    t = string.Template(text)
+    if not t.is_valid():
+        return "a '$' that starts no placeholder (write $$ for a dollar sign, ${name} for a value)"
+    unknown = sorted(set(t.get_identifiers()) - set(TEMPLATE_FIELDS))
+    if unknown:
+        return (
+            f"unknown placeholder{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join('$' + u for u in unknown)} (known: "
+            f"{', '.join('$' + k for k in TEMPLATE_FIELDS)})"
+        )
+    return None
+
+
+def _fill(template: str, fields: Mapping[str, str]) -> str:
+    # safe_substitute: a placeholder the configuration check did not see (a
+    # template built in code) stays as written rather than failing a send.
+    return string.Template(template).safe_substitute(fields)
+
+
+def subject(view: AlertView, template: str | None = None) -> str:
     """The subject line: no CR/LF (C14), capped."""
-    return clean_line(f"[monitor] {view.rule}: {view.title}")[:SUBJECT_MAX]
+    if template is not None:
+        line = clean_line(_fill(template, {**_fields(view), "title_link": clean_line(view.title)}))
+        if line:
+            return line[:SUBJECT_MAX]
+    prefix = "update: " if view.update else ""
+    return clean_line(f"[monitor] {prefix}{view.rule}: {view.title}")[:SUBJECT_MAX]
 
 
 def render_text(view: AlertView, template: str | None = None) -> str:
     """Plain text. The last line is the hit id, the token a repeat carries too."""
     f = _fields(view)
     if template is not None:
-        return string.Template(template).safe_substitute(f)
-    lines = [
+        return _fill(template, {**f, "title_link": f["title"]})
+    lines = ["Update: a later report of a story already alerted", ""] if view.update else []
+    lines += [
         f["title"],
         "",
         f"Source: {f['outlet']}",
@@ -180,8 +234,9 @@ def render_markdown(view: AlertView, template: str | None = None) -> str:
     )
     f["sentence"] = sentence
     if template is not None:
-        return string.Template(template).safe_substitute(f)
-    lines = [
+        return _fill(template, f)
+    lines = ["_Update: a later report of a story already alerted_"] if view.update else []
+    lines += [
         f"*{f['title_link']}*",
         f"{f['outlet']} · {f['date']} · rule `{f['rule']}` ({f['category']})",
         f"Matched: {f['terms']}",
@@ -206,12 +261,21 @@ def _html_sentence(view: AlertView) -> str:
     )
 
 
-def render_html(view: AlertView) -> str:
+def render_html(view: AlertView, template: str | None = None) -> str:
     """E-mail HTML: everything escaped; a link only if http(s)."""
     f = _fields(view)
+    if template is not None:
+        escaped = {k: html.escape(v, quote=True) for k, v in f.items()}
+        escaped["title_link"] = _html_link(view.link, f["title"])
+        escaped["sentence"] = _html_sentence(view)
+        return _fill(template, escaped)
     also = f"<p>Also reported by: {html.escape(f['also'])}</p>\n" if view.also else ""
+    update = (
+        "<p><em>Update: a later report of a story already alerted</em></p>\n" if view.update else ""
+    )
     return (
         "<!doctype html>\n<html><body>\n"
+        f"{update}"
         f"<h2>{_html_link(view.link, f['title'])}</h2>\n"
         f"<p>{html.escape(f['outlet'])} · {html.escape(f['date'])} · "
         f"rule <code>{html.escape(f['rule'])}</code> ({html.escape(f['category'])})</p>\n"
@@ -226,12 +290,12 @@ def render_html(view: AlertView) -> str:
 def render_alert(
     view: AlertView, *, token: str | None = None, templates: Mapping[str, str] | None = None
 ) -> Message:
-    """All renderings of one hit. ``templates`` may override ``text`` and ``markdown``."""
+    """All renderings of one hit; ``templates`` may override any of :data:`TEMPLATE_KINDS`."""
     t = templates or {}
     return Message(
-        title=subject(view),
+        title=subject(view, t.get("title")),
         body=render_text(view, t.get("text")),
-        html=render_html(view),
+        html=render_html(view, t.get("html")),
         markdown=render_markdown(view, t.get("markdown")),
         token=token,
     )
@@ -285,9 +349,12 @@ def render_digest(
 
 
 __all__ = [
+    "TEMPLATE_FIELDS",
+    "TEMPLATE_KINDS",
     "AlertView",
     "DigestStory",
     "Message",
+    "check_template",
     "clean_line",
     "highlight",
     "render_alert",

@@ -10,11 +10,15 @@ For each channel the rule names (else every hit channel), one row per e-mail
 recipient:
 
 - on a feed's first poll (baseline): ``skipped``;
-- ``mode: digest``: ``pending``, due when the rule's schedule period ends,
-  marked with the schedule so the dispatcher bundles it;
+- ``mode: digest``: ``pending``, due when the rule's schedule period ends
+  (read in the rule's ``timezone``), marked with the schedule so the
+  dispatcher bundles it;
 - ``immediate``: ``pending`` now, unless an earlier hit of the same story
-  already alerted that channel (then ``skipped``, noting the story); during
-  the channel's quiet hours it waits for their end and is bundled.
+  already alerted that channel (then ``skipped``, noting the story), or,
+  for a rule with ``updates: true``, ``pending`` and marked as an update
+  (the message says so and lists the story's other outlets) unless the same
+  article already alerted the channel through another rule; during the
+  channel's quiet hours it waits for their end and is bundled.
 """
 
 from __future__ import annotations
@@ -96,22 +100,31 @@ class StoryRouter:
         )
         rule = self.rules.get(match.rule)
         digest = rule.schedule if rule is not None and rule.mode == "digest" else None
+        tz = rule.timezone if rule is not None else None
+        updates = rule is not None and rule.updates
         routes: list[Route] = []
         for channel in delivery_targets(self.channels, match.channels or channels):
+            update = False
             if baseline:
                 routes.append(Route(channel, "skipped", now, note="first poll of the feed"))
-            elif digest is not None:
-                routes.append(Route(channel, "pending", next_run(digest, now), digest=digest))
-            elif not new and self._alerted(db, story_id, channel):
-                note = f"story #{story_id} already alerted"
-                routes.append(Route(channel, "skipped", now, note=note))
+                continue
+            if digest is not None:
+                # The label names the zone, so a digest says which 08:00 it means.
+                label = f"{digest} {tz}" if tz else digest
+                routes.append(Route(channel, "pending", next_run(digest, now, tz), digest=label))
+                continue
+            if not new and self._alerted(db, story_id, channel):
+                if not updates or self._entry_alerted(db, entry_id, channel):
+                    note = f"story #{story_id} already alerted"
+                    routes.append(Route(channel, "skipped", now, note=note))
+                    continue
+                update = True
+            quiet = self.quiet.get(split_channel(channel)[0])
+            until = quiet.until(now) if quiet is not None else None
+            if until is not None:
+                routes.append(Route(channel, "pending", until, digest=QUIET, update=update))
             else:
-                quiet = self.quiet.get(split_channel(channel)[0])
-                until = quiet.until(now) if quiet is not None else None
-                if until is not None:
-                    routes.append(Route(channel, "pending", until, digest=QUIET))
-                else:
-                    routes.append(Route(channel, "pending", now))
+                routes.append(Route(channel, "pending", now, update=update))
         return routes
 
     def assign(
@@ -190,6 +203,18 @@ class StoryRouter:
             "AND alerts.status IN ('pending', 'sending', 'sent', 'dead') "
             "AND (alerts.digest IS NULL OR alerts.digest = ?) LIMIT 1",
             [story_id, channel, QUIET],
+        ).fetchone()
+        return row is not None
+
+    @staticmethod
+    def _entry_alerted(db: sqlite_utils.Database, entry_id: int, channel: str) -> bool:
+        """True if another rule's hit of the same article has a message for ``channel``:
+        an update is a later *report*, not a second rule matching the same one."""
+        row = db.execute(
+            "SELECT 1 FROM alerts JOIN hits ON hits.id = alerts.hit_id "
+            "WHERE hits.entry_id = ? AND alerts.channel = ? "
+            "AND alerts.status IN ('pending', 'sending', 'sent', 'dead') LIMIT 1",
+            [entry_id, channel],
         ).fetchone()
         return row is not None
 
