@@ -18,6 +18,11 @@ default pack and >= 10 MB/s for 10,000 terms, on pages. Exit status 1 if a
 target on pages is missed or the reference check differs.
 
     .venv/bin/python bench/bench_match.py [--rounds 5] [--engine hyperscan|pyahocorasick]
+        [--pure-python]
+
+The C accelerator ``monitor._speedups`` (built by ``pip install -e .`` where
+a compiler is present) is used when it imported; ``--pure-python`` measures
+the pure-Python path instead (the same results, slower).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from monitor import match  # noqa: E402
 from monitor.match import find_terms, match_article, prepare, reference_find_terms  # noqa: E402
 from monitor.rules import (  # noqa: E402
     DEFAULT_ENGINE,
@@ -84,6 +90,11 @@ def generated_pack(texts: list[Article], n: int = 10_000, seed: int = 1) -> Rule
     A third of the terms are case-sensitive and a fifth are prefixes, so the
     pack exercises every code path; real words make sure many terms match.
     """
+    return rules_from_text(generated_pack_text(texts, n, seed), "generated")
+
+
+def generated_pack_text(texts: list[Article], n: int = 10_000, seed: int = 1) -> str:
+    """The rules file of :func:`generated_pack` (bench/memory.py gives it to the daemon)."""
     rng = random.Random(seed)
     words = sorted({w for a in texts for w in re.findall(r"[^\W\d_]{4,}", a.text)})
     terms: set[str] = set()
@@ -101,11 +112,10 @@ def generated_pack(texts: list[Article], n: int = 10_000, seed: int = 1) -> Rule
             t += "*"
         terms.add(t)
     groups = [sorted(terms)[i::10] for i in range(10)]
-    text = "rules:\n" + "".join(
+    return "rules:\n" + "".join(
         f"  - name: g{i}\n    any: [{json.dumps(g, ensure_ascii=False)}]\n"
         for i, g in enumerate(groups)
     )
-    return rules_from_text(text, "generated")
 
 
 def throughput(rs: RuleSet, texts: list[Article], rounds: int) -> float:
@@ -146,7 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE)
     ap.add_argument("--no-check", action="store_true", help="skip the (slow) reference check")
+    ap.add_argument(
+        "--pure-python", action="store_true", help="do not use the C accelerator monitor._speedups"
+    )
     args = ap.parse_args(argv)
+    if args.pure_python:
+        match._speedups = None
+    print(
+        "matching path: "
+        + ("C accelerator (monitor._speedups)" if match._speedups else "pure Python")
+    )
     dev = articles()
     pages = page_texts()
     packs: dict[str, RuleSet] = {}

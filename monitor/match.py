@@ -14,6 +14,12 @@ Sentences are cut only when a rule needs them or matched.
 :func:`reference_find_terms` is the slow, obviously-correct matcher (word by
 word, as the first version did); tests and ``bench/bench_match.py`` check
 that the automaton finds exactly what it finds.
+
+The work per occurrence (the candidate filter, sentence cutting, evidence,
+grouping) has a C twin in the optional ``monitor._speedups`` extension
+(``monitor/_speedups.c``, built by ``pip install`` where a compiler is
+present). It is used when it imported; the Python code here stays the
+definition, and ``tests/test_match_speedups.py`` checks the two agree.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, pairwise
+from typing import Any
 
 from monitor.rules import (
     Cond,
@@ -42,6 +49,13 @@ from monitor.rules import (
     split_words,
 )
 from monitor.types import Article, Match
+
+try:
+    # The optional C accelerator (monitor/_speedups.c): the same results, faster.
+    # Tests and bench/bench_match.py set this to None to run the pure-Python path.
+    from monitor import _speedups
+except ImportError:  # not built: the pure-Python code below does all the work
+    _speedups = None  # type: ignore[assignment]
 
 __all__ = [
     "MAX_TEXT_CHARS",
@@ -114,10 +128,21 @@ def _clean(text: str) -> str:
         odd = _ODD_SPACES
     else:
         odd = _ODD_ASCII_SPACES
-    if any(c in text for c in odd) or "  " in text or _untidy_lines(text):
+    if _untidy(text, odd):
         # A run holding a line break becomes one line break, any other run one space.
         text = "\n".join([line for part in text.split("\n") if (line := " ".join(part.split()))])
     return text
+
+
+def _untidy(text: str, odd: str) -> bool:
+    """Whether ``text`` has whitespace other than single spaces and line breaks between words.
+
+    ``odd`` lists the other whitespace characters ``text`` may hold.
+    :func:`monitor._speedups.untidy` answers the same in one pass.
+    """
+    if _speedups is not None:
+        return _speedups.untidy(text)
+    return any(c in text for c in odd) or "  " in text or _untidy_lines(text)
 
 
 def _untidy_lines(text: str) -> bool:
@@ -148,20 +173,78 @@ def prepare(title: str, text: str) -> Prepared:
         for char, plain in _PLAIN.items():
             if char in canon:
                 canon = canon.replace(char, plain)
-    return Prepared(shown=shown, canon=canon, low=lower_text(canon), title_end=len(title))
+    return Prepared(shown=shown, canon=canon, low=_lower(canon), title_end=len(title))
+
+
+def _lower(text: str) -> str:
+    """:func:`monitor.rules.lower_text`, in C where the accelerator can."""
+    # str.lower() runs a full case mapping per character of non-ASCII text;
+    # the accelerator answers ASCII letters from a table (None: ask Python).
+    lower = getattr(_speedups, "lower", None)
+    if lower is not None and not text.isascii():
+        low: str | None = lower(text)
+        if low is not None:
+            return low
+    return lower_text(text)
 
 
 def find_terms(p: Prepared, index: TermIndex) -> dict[int, list[tuple[int, int]]]:
     """Where each term of ``index`` occurs: term id -> sorted [(start, end)] in ``p.shown``."""
     low, canon = p.low, p.canon
+    hits: dict[int, list[tuple[int, int]]]
+    speedups = _speedups
+    if speedups is not None and index.database is not None:
+        data = low.encode("utf-8", "surrogatepass")
+        collector = speedups.Collector()
+        index.database.scan(data, match_event_handler=collector, scratch=index.scratch())
+        hits = speedups.hits_from_collector(collector, data, low, canon, _key_table(index))
+    elif speedups is not None and index.automaton is not None:
+        hits = speedups.hits_from_iter(index.automaton.iter(low), low, canon)
+    else:
+        hits = _filter(p, _candidates(low, index))
+    for tid, rx in index.regexes:
+        spans = [m.span() for m in rx.finditer(canon)]
+        if spans:
+            hits.setdefault(tid, []).extend(spans)
+    if index.slow:
+        found = reference_find_terms(p, [index.terms[i] for i in index.slow])
+        for k, spans in found.items():
+            hits.setdefault(index.slow[k], []).extend(spans)
+    for spans in hits.values():
+        spans.sort()
+    return hits
+
+
+def _key_table(index: TermIndex) -> Any:
+    """``index.key_info`` as the accelerator's flat table, built on first use and kept."""
+    # Kept in the instance dict, as functools.cached_property would (the
+    # dataclass is frozen, its fields stay as they are).
+    table = index.__dict__.get("_key_table")
+    if table is None:
+        assert _speedups is not None
+        table = index.__dict__["_key_table"] = _speedups.KeyTable(index.key_info)
+    return table
+
+
+def _candidates(low: str, index: TermIndex) -> Iterable[tuple[int, KeyInfo]]:
+    """Each candidate: (offset of its last character, (length, values))."""
+    if index.database is not None:
+        return _scan(low, index)
+    if index.automaton is not None:
+        return index.automaton.iter(low)  # type: ignore[no-any-return]
+    return ()
+
+
+def _filter(
+    p: Prepared, candidates: Iterable[tuple[int, KeyInfo]]
+) -> dict[int, list[tuple[int, int]]]:
+    """The candidates that are whole words (or prefixes) in the right case: term id -> spans.
+
+    :func:`monitor._speedups.hits_from_iter` does the same in C.
+    """
+    low, canon = p.low, p.canon
     n = len(low)
     hits: dict[int, list[tuple[int, int]]] = {}
-    # Each candidate: (offset of its last character, (length, values)).
-    candidates: Iterable[tuple[int, KeyInfo]] = ()
-    if index.database is not None:
-        candidates = _scan(low, index)
-    elif index.automaton is not None:
-        candidates = index.automaton.iter(low)
     for last, (length, values) in candidates:
         start = last - length + 1
         if start and low[start - 1].isalnum():
@@ -178,16 +261,6 @@ def find_terms(p: Prepared, index: TermIndex) -> dict[int, list[tuple[int, int]]
                 hits[tid].append((start, stop))
             else:
                 hits[tid] = [(start, stop)]
-    for tid, rx in index.regexes:
-        spans = [m.span() for m in rx.finditer(canon)]
-        if spans:
-            hits.setdefault(tid, []).extend(spans)
-    if index.slow:
-        found = reference_find_terms(p, [index.terms[i] for i in index.slow])
-        for k, spans in found.items():
-            hits.setdefault(index.slow[k], []).extend(spans)
-    for spans in hits.values():
-        spans.sort()
     return hits
 
 
@@ -277,7 +350,8 @@ class _Result:
         else:
             for tid, spans in other.spans.items():
                 old = mine.get(tid)
-                mine[tid] = spans if old is None else old + spans
+                # Kept sorted: _to_match takes a list's first span as its earliest.
+                mine[tid] = spans if old is None else sorted(old + spans)
         self.score += other.score
         self.categories += other.categories
 
@@ -298,7 +372,9 @@ class _Context:
 
     def _by_group(self) -> dict[int, dict[int, list[tuple[int, int]]]]:
         """``id(group)`` -> term id -> spans, for every indexed group: one pass over the hits."""
-        if self._grouped is None:
+        if self._grouped is None and _speedups is not None:
+            self._grouped = _speedups.by_group(self.hits, self.index.term_groups)
+        elif self._grouped is None:
             grouped: dict[int, dict[int, list[tuple[int, int]]]] = {}
             term_groups = self.index.term_groups
             for tid, spans in self.hits.items():
@@ -503,18 +579,20 @@ def _to_match(rule: Rule, res: _Result, ctx: _Context) -> Match:
     written, shown = ctx.index.written, ctx.index.shown
     spans = res.spans
     # The first occurrence, then as written; the position keeps ties in insertion order.
-    keyed = sorted(
-        [(min(found)[0], written[t], i, t) for i, (t, found) in enumerate(spans.items())]
-    )
-    order = [k[3] for k in keyed]
+    if _speedups is not None:
+        terms = _speedups.terms_in_order(spans, written, shown)
+    else:
+        keyed = sorted(
+            [(found[0][0], written[t], i, shown[t]) for i, (t, found) in enumerate(spans.items())]
+        )
+        terms = tuple(dict.fromkeys([k[3] for k in keyed]))
     categories = list(dict.fromkeys(res.categories))
     category = categories[0] if categories else rule.category
     return Match(
         rule=rule.name,
-        terms=tuple(dict.fromkeys(shown[t] for t in order)),
-        sentence=_evidence(
-            ctx.p.shown, ctx.sentences, ctx.sentence_starts, [spans[t] for t in order]
-        ),
+        terms=terms,
+        # The evidence does not depend on the order of the terms.
+        sentence=_evidence(ctx.p.shown, ctx.sentences, ctx.sentence_starts, list(spans.values())),
         channels=rule.channels,
         category=category,
         score=round(res.score, 6),
@@ -696,7 +774,6 @@ _MONTHS = frozenset(
         "jänner",
     ]
 )
-_SPACES = re.compile(r"\s+")
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -706,6 +783,13 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     ``bzw.``), initials and ``U.S.``, German ordinals before a month
     (``am 3. Oktober``), or before a lower-case word.
     """
+    if _speedups is not None:
+        return _speedups.split_sentences(text, _ABBREVIATIONS, _MONTHS)
+    return _split_sentences(text)
+
+
+def _split_sentences(text: str) -> list[tuple[int, int]]:
+    """:func:`split_sentences` in Python (``monitor/_speedups.c`` has it in C)."""
     cuts = [0]
     for m in _END.finditer(text):
         following = m.group(1)
@@ -749,6 +833,25 @@ def _evidence(
     ``starts`` are the sentences' start offsets. An occurrence belongs to the
     last sentence starting at or before it.
     """
+    found = (
+        _best_sentence(starts, occurrences, len(text))
+        if _speedups is None
+        else _speedups.best_sentence(starts, occurrences, len(text))
+    )
+    if found is None:
+        return ""
+    best, focus = found
+    return _trim(text, *sentences[best], focus)
+
+
+def _best_sentence(
+    starts: list[int], occurrences: list[list[tuple[int, int]]], size: int
+) -> tuple[int, int] | None:
+    """(sentence number, first occurrence start in it) for :func:`_evidence`; None if none.
+
+    ``size`` is the text's length. :func:`monitor._speedups.best_sentence` does
+    the same in C.
+    """
     where = bisect.bisect_right
     # Sentence number + 1 -> how many distinct terms occur in it (0: before the first).
     per_sentence = Counter(
@@ -758,20 +861,24 @@ def _evidence(
     )
     per_sentence.pop(0, None)
     if not per_sentence:
-        return ""
+        return None
     most = max(per_sentence.values())
     best = min(k for k, n in per_sentence.items() if n == most) - 1
-    s, e = sentences[best]
-    after = starts[best + 1] if best + 1 < len(starts) else len(text) + 1
+    s = starts[best]
+    after = starts[best + 1] if best + 1 < len(starts) else size + 1
     focus = min(start for spans in occurrences for start, _end in spans if s <= start < after)
-    return _trim(text, s, e, focus)
+    return best, focus
 
 
 def _trim(text: str, start: int, end: int, focus: int) -> str:
-    """``text[start:end]``, whitespace collapsed, cut to ~SENTENCE_CHARS around ``focus``."""
-    sentence = _SPACES.sub(" ", text[start:end])
-    if len(sentence) <= SENTENCE_CHARS:
-        return sentence
+    """``text[start:end]``, whitespace collapsed, cut to ~SENTENCE_CHARS around ``focus``.
+
+    ``text`` is :attr:`Prepared.shown`, whose whitespace runs are one space or
+    one line break each already (:func:`prepare`): collapsing them is turning
+    line breaks into spaces, and keeps the length.
+    """
+    if end - start <= SENTENCE_CHARS:
+        return text[start:end].replace("\n", " ")
     # Keep a little context before the first matched term, the rest after it.
     lo = max(start, focus - SENTENCE_CHARS // 4)
     hi = min(end, lo + SENTENCE_CHARS)
@@ -782,5 +889,5 @@ def _trim(text: str, start: int, end: int, focus: int) -> str:
     if hi < end:
         space = text.rfind(" ", lo, hi)
         hi = space if space > focus else hi
-    body = _SPACES.sub(" ", text[lo:hi]).strip()
+    body = text[lo:hi].replace("\n", " ").strip()
     return ("… " if lo > start else "") + body + (" …" if hi < end else "")

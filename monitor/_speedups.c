@@ -1,0 +1,1162 @@
+/*
+ * Optional accelerator for monitor.match: the per-occurrence work in C.
+ *
+ * monitor/match.py has the same logic in pure Python and uses this module
+ * only when it imported (tests/test_match_speedups.py runs both and checks
+ * they agree). Nothing here decides anything the Python code does not
+ * decide in the same way:
+ *
+ * - Collector: a callable for hyperscan's match handler that only records
+ *   (byte end offset, key id); a Python function per candidate cost most of
+ *   the scan.
+ * - hits_from_collector / hits_from_iter: the candidate filter of
+ *   monitor.match.find_terms (word boundaries, exact case, prefix tails)
+ *   over candidates from hyperscan (byte offsets) or pyahocorasick
+ *   (character offsets).
+ * - best_sentence: the counting part of monitor.match._evidence.
+ *
+ * "Letter or digit" is Py_UNICODE_ISALNUM, which is what str.isalnum() and
+ * the `[^\W_]` class of `re` test, so word boundaries agree to the code point.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Letters and digits are mostly ASCII: answer those from a table, the rest as
+ * str.isalnum() does. */
+static char ascii_alnum[128];
+
+static inline int
+is_alnum(Py_UCS4 c)
+{
+    return c < 128 ? ascii_alnum[c] : Py_UNICODE_ISALNUM(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Collector                                                            */
+
+typedef struct {
+    unsigned long long end;
+    unsigned int key;
+} Candidate;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    Py_ssize_t cap;
+    Candidate *found;
+} Collector;
+
+static void
+Collector_dealloc(Collector *self)
+{
+    PyMem_Free(self->found);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* By end offset, then key id, as monitor.match._scan sorts (end, key) pairs. */
+static int
+candidate_order(const void *a, const void *b)
+{
+    const Candidate *x = a, *y = b;
+    if (x->end != y->end)
+        return x->end < y->end ? -1 : 1;
+    return (x->key > y->key) - (x->key < y->key);
+}
+
+/* hyperscan calls handler(id, from, to, flags, context). */
+static PyObject *
+Collector_call(Collector *self, PyObject *args, PyObject *kwargs)
+{
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "Collector takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 3) {
+        PyErr_SetString(PyExc_TypeError, "Collector needs (id, from, to, ...)");
+        return NULL;
+    }
+    unsigned long key = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(args, 0));
+    if (key == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long end = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args, 2));
+    if (end == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap * 2 : 1024;
+        Candidate *found = PyMem_Realloc(self->found, cap * sizeof(Candidate));
+        if (found == NULL)
+            return PyErr_NoMemory();
+        self->found = found;
+        self->cap = cap;
+    }
+    self->found[self->n].end = end;
+    self->found[self->n].key = (unsigned int)key;
+    self->n++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Collector_len(Collector *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(self->n);
+}
+
+static PyMethodDef Collector_methods[] = {
+    {"count", (PyCFunction)Collector_len, METH_NOARGS, "How many candidates were recorded."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject CollectorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "monitor._speedups.Collector",
+    .tp_doc = "Records hyperscan matches as (byte end, key id), for hits_from_collector.",
+    .tp_basicsize = sizeof(Collector),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Collector_dealloc,
+    .tp_call = (ternaryfunc)Collector_call,
+    .tp_methods = Collector_methods,
+};
+
+/* ------------------------------------------------------------------ */
+/* The candidate filter                                                 */
+
+typedef struct {
+    int kind_low, kind_canon;
+    const void *low, *canon;
+    Py_ssize_t n;
+    PyObject *hits; /* dict: term id -> list of (start, stop) */
+} Filter;
+
+/* (a, b) as a tuple, untracked by the garbage collector: it holds two ints,
+ * so it can be in no cycle, and the collector need not look at the many
+ * thousands a long article makes. */
+static PyObject *
+make_span(Py_ssize_t a, Py_ssize_t b)
+{
+    PyObject *span = PyTuple_New(2);
+    if (span == NULL)
+        return NULL;
+    PyObject *x = PyLong_FromSsize_t(a);
+    if (x == NULL) {
+        Py_DECREF(span);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(span, 0, x);
+    x = PyLong_FromSsize_t(b);
+    if (x == NULL) {
+        Py_DECREF(span);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(span, 1, x);
+    PyObject_GC_UnTrack(span);
+    return span;
+}
+
+/* One candidate: a key of `length` characters whose last character is at `last`;
+ * `info` is the key's (length, ((term id, exact or None, prefix), ...)). Returns -1 on error. */
+static int
+filter_one(Filter *f, Py_ssize_t last, PyObject *values, Py_ssize_t length)
+{
+    Py_ssize_t start = last - length + 1;
+    if (start < 0 || last >= f->n)
+        return 0;
+    if (start > 0 && is_alnum(PyUnicode_READ(f->kind_low, f->low, start - 1)))
+        return 0;
+    Py_ssize_t after = last + 1;
+    int more = after < f->n && is_alnum(PyUnicode_READ(f->kind_low, f->low, after));
+    Py_ssize_t stop = -1;
+    Py_ssize_t nv = PyTuple_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < nv; i++) {
+        PyObject *v = PyTuple_GET_ITEM(values, i);
+        PyObject *tid = PyTuple_GET_ITEM(v, 0);
+        PyObject *exact = PyTuple_GET_ITEM(v, 1);
+        PyObject *prefix = PyTuple_GET_ITEM(v, 2);
+        if (more && prefix != Py_True)
+            continue;
+        if (exact != Py_None) {
+            Py_ssize_t len = PyUnicode_GET_LENGTH(exact);
+            if (len != length)
+                continue;
+            int kind = PyUnicode_KIND(exact);
+            const void *data = PyUnicode_DATA(exact);
+            int same = 1;
+            for (Py_ssize_t k = 0; k < len; k++) {
+                if (PyUnicode_READ(kind, data, k) !=
+                    PyUnicode_READ(f->kind_canon, f->canon, start + k)) {
+                    same = 0;
+                    break;
+                }
+            }
+            if (!same)
+                continue;
+        }
+        if (stop < 0) {
+            stop = after;
+            if (more) {
+                while (stop < f->n && is_alnum(PyUnicode_READ(f->kind_low, f->low, stop)))
+                    stop++;
+            }
+        }
+        PyObject *span = make_span(start, stop);
+        if (span == NULL)
+            return -1;
+        PyObject *list = PyDict_GetItemWithError(f->hits, tid);
+        if (list == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(span);
+                return -1;
+            }
+            list = PyList_New(1);
+            if (list == NULL) {
+                Py_DECREF(span);
+                return -1;
+            }
+            PyList_SET_ITEM(list, 0, span); /* steals */
+            int rc = PyDict_SetItem(f->hits, tid, list);
+            Py_DECREF(list);
+            if (rc < 0)
+                return -1;
+        } else {
+            int rc = PyList_Append(list, span);
+            Py_DECREF(span);
+            if (rc < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+filter_init(Filter *f, PyObject *low, PyObject *canon)
+{
+    if (!PyUnicode_Check(low) || !PyUnicode_Check(canon)) {
+        PyErr_SetString(PyExc_TypeError, "low and canon must be str");
+        return -1;
+    }
+    if (PyUnicode_GET_LENGTH(low) != PyUnicode_GET_LENGTH(canon)) {
+        PyErr_SetString(PyExc_ValueError, "low and canon must have the same length");
+        return -1;
+    }
+    f->kind_low = PyUnicode_KIND(low);
+    f->low = PyUnicode_DATA(low);
+    f->kind_canon = PyUnicode_KIND(canon);
+    f->canon = PyUnicode_DATA(canon);
+    f->n = PyUnicode_GET_LENGTH(low);
+    f->hits = PyDict_New();
+    return f->hits == NULL ? -1 : 0;
+}
+
+/* Unpack a key's info (length, values); borrowed references. */
+static int
+unpack_info(PyObject *info, Py_ssize_t *length, PyObject **values)
+{
+    if (!PyTuple_Check(info) || PyTuple_GET_SIZE(info) != 2 ||
+        !PyTuple_Check(PyTuple_GET_ITEM(info, 1))) {
+        PyErr_SetString(PyExc_TypeError, "key info must be (length, values)");
+        return -1;
+    }
+    *length = PyLong_AsSsize_t(PyTuple_GET_ITEM(info, 0));
+    if (*length == -1 && PyErr_Occurred())
+        return -1;
+    *values = PyTuple_GET_ITEM(info, 1);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* KeyTable: a TermIndex's key_info in flat arrays                      */
+
+/* Walking key_info's nested tuples for every candidate cost more than the
+ * rest of the filter (they lie all over memory); the table keeps what the
+ * filter reads in a few arrays. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t nkeys;
+    Py_ssize_t nentries;
+    Py_ssize_t ntids;   /* the largest term id + 1 */
+    Py_ssize_t *length; /* per key: its length in characters */
+    Py_ssize_t *first;  /* per key: its entries are first[k] .. first[k + 1] - 1 */
+    Py_ssize_t *tid;    /* per entry */
+    PyObject **exact;   /* per entry: the exact text (owned) or NULL */
+    char *prefix;       /* per entry */
+    /* Per term id, the list a filter is filling (NULL between calls), and
+     * whether a filter is using it: calloc-ing this per article cost more than
+     * the filtering. */
+    PyObject **lists;
+    int busy;
+} KeyTable;
+
+static void
+KeyTable_dealloc(KeyTable *self)
+{
+    if (self->exact != NULL) {
+        for (Py_ssize_t e = 0; e < self->nentries; e++)
+            Py_XDECREF(self->exact[e]); /* NULL where construction stopped early */
+    }
+    PyMem_Free(self->length);
+    PyMem_Free(self->first);
+    PyMem_Free(self->tid);
+    PyMem_Free(self->exact);
+    PyMem_Free(self->prefix);
+    PyMem_Free(self->lists);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+KeyTable_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *key_info;
+    static char *kwlist[] = {"key_info", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!:KeyTable", kwlist, &PyTuple_Type,
+                                     &key_info))
+        return NULL;
+    KeyTable *self = (KeyTable *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_ssize_t nkeys = PyTuple_GET_SIZE(key_info), nentries = 0;
+    for (Py_ssize_t k = 0; k < nkeys; k++) {
+        Py_ssize_t length;
+        PyObject *values;
+        if (unpack_info(PyTuple_GET_ITEM(key_info, k), &length, &values) < 0)
+            goto error;
+        nentries += PyTuple_GET_SIZE(values);
+    }
+    self->nkeys = nkeys;
+    self->length = PyMem_Malloc((nkeys + 1) * sizeof(Py_ssize_t));
+    self->first = PyMem_Calloc(nkeys + 1, sizeof(Py_ssize_t));
+    self->tid = PyMem_Malloc((nentries + 1) * sizeof(Py_ssize_t));
+    self->exact = PyMem_Calloc(nentries + 1, sizeof(PyObject *));
+    self->prefix = PyMem_Malloc(nentries + 1);
+    if (!self->length || !self->first || !self->tid || !self->exact || !self->prefix) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    self->nentries = nentries;
+    Py_ssize_t e = 0;
+    for (Py_ssize_t k = 0; k < nkeys; k++) {
+        PyObject *values;
+        unpack_info(PyTuple_GET_ITEM(key_info, k), &self->length[k], &values);
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values); i++) {
+            PyObject *v = PyTuple_GET_ITEM(values, i);
+            if (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 3) {
+                PyErr_SetString(PyExc_TypeError, "key values must be (term id, exact, prefix)");
+                goto error;
+            }
+            Py_ssize_t tid = PyLong_AsSsize_t(PyTuple_GET_ITEM(v, 0));
+            if (tid == -1 && PyErr_Occurred())
+                goto error;
+            if (tid < 0) {
+                PyErr_SetString(PyExc_ValueError, "term ids must not be negative");
+                goto error;
+            }
+            PyObject *exact = PyTuple_GET_ITEM(v, 1);
+            if (exact != Py_None && !PyUnicode_Check(exact)) {
+                PyErr_SetString(PyExc_TypeError, "exact must be str or None");
+                goto error;
+            }
+            self->tid[e] = tid;
+            self->exact[e] = exact == Py_None ? NULL : Py_NewRef(exact);
+            self->prefix[e] = PyTuple_GET_ITEM(v, 2) == Py_True;
+            if (tid + 1 > self->ntids)
+                self->ntids = tid + 1;
+            e++;
+        }
+        self->first[k + 1] = e;
+    }
+    self->lists = PyMem_Calloc(self->ntids + 1, sizeof(PyObject *));
+    if (self->lists == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    return (PyObject *)self;
+error:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static PyTypeObject KeyTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "monitor._speedups.KeyTable",
+    .tp_doc = "KeyTable(key_info): a TermIndex's key_info, compiled for hits_from_collector.",
+    .tp_basicsize = sizeof(KeyTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = KeyTable_new,
+    .tp_dealloc = (destructor)KeyTable_dealloc,
+};
+
+PyDoc_STRVAR(hits_from_collector_doc,
+"hits_from_collector(collector, data, low, canon, table) -> dict\n\n"
+"Filter the candidates a Collector recorded while hyperscan scanned ``data``\n"
+"(``low`` as UTF-8) with the key ids of ``table`` (a KeyTable): term id ->\n"
+"[(start, stop)] in character offsets, unsorted, the terms in the order of\n"
+"their first accepted candidate. Empties the collector.");
+
+static PyObject *
+hits_from_collector(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *ocollector, *low, *canon, *otable;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "O!y*UUO!:hits_from_collector", &CollectorType, &ocollector,
+                          &data, &low, &canon, &KeyTableType, &otable))
+        return NULL;
+    Collector *c = (Collector *)ocollector;
+    KeyTable *t = (KeyTable *)otable;
+    Filter f;
+    f.hits = NULL;
+    Py_ssize_t *chars = NULL, *order = NULL, norder = 0;
+    PyObject **lists = NULL;
+    int own = 0;
+    PyObject *result = NULL;
+    if (filter_init(&f, low, canon) < 0)
+        goto done;
+    const unsigned char *bytes = data.buf;
+    Py_ssize_t nbytes = data.len;
+    if (nbytes != f.n) {
+        /* Not ASCII: the character offset before each byte offset (UTF-8
+         * continuation bytes, 0b10xxxxxx, start no character). */
+        chars = PyMem_Malloc((nbytes + 1) * sizeof(Py_ssize_t));
+        if (chars == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        Py_ssize_t count = 0;
+        for (Py_ssize_t b = 0; b < nbytes; b++) {
+            chars[b] = count;
+            if ((bytes[b] & 0xC0) != 0x80)
+                count++;
+        }
+        chars[nbytes] = count;
+        /* The Python code sorts the candidates here (to count continuation
+         * bytes in one pass); the terms' order in the result follows it. */
+        qsort(c->found, c->n, sizeof(Candidate), candidate_order);
+    }
+    /* Per term id its list of spans; `order` lists the ids in first-found order. */
+    /* Creating objects may run the garbage collector, and so in theory Python
+     * code that filters too: that one gets lists of its own. */
+    own = !t->busy;
+    if (own) {
+        lists = t->lists;
+        t->busy = 1;
+    } else {
+        lists = PyMem_Calloc(t->ntids + 1, sizeof(PyObject *));
+    }
+    order = PyMem_Malloc((t->ntids + 1) * sizeof(Py_ssize_t));
+    if (lists == NULL || order == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < c->n; i++) {
+        unsigned long long end = c->found[i].end;
+        unsigned int key = c->found[i].key;
+        if (key >= (unsigned long long)t->nkeys || end > (unsigned long long)nbytes || end == 0) {
+            PyErr_SetString(PyExc_ValueError, "candidate out of range");
+            goto done;
+        }
+        Py_ssize_t last = (chars ? chars[end] : (Py_ssize_t)end) - 1;
+        Py_ssize_t length = t->length[key];
+        Py_ssize_t start = last - length + 1;
+        if (start < 0 || last >= f.n)
+            continue;
+        if (start > 0 && is_alnum(PyUnicode_READ(f.kind_low, f.low, start - 1)))
+            continue;
+        Py_ssize_t after = last + 1;
+        int more = after < f.n && is_alnum(PyUnicode_READ(f.kind_low, f.low, after));
+        Py_ssize_t stop = -1;
+        for (Py_ssize_t e = t->first[key]; e < t->first[key + 1]; e++) {
+            if (more && !t->prefix[e])
+                continue;
+            PyObject *exact = t->exact[e];
+            if (exact != NULL) {
+                Py_ssize_t len = PyUnicode_GET_LENGTH(exact);
+                if (len != length)
+                    continue;
+                int kind = PyUnicode_KIND(exact);
+                const void *xd = PyUnicode_DATA(exact);
+                Py_ssize_t k = 0;
+                while (k < len && PyUnicode_READ(kind, xd, k) ==
+                                      PyUnicode_READ(f.kind_canon, f.canon, start + k))
+                    k++;
+                if (k < len)
+                    continue;
+            }
+            if (stop < 0) {
+                stop = after;
+                while (more && stop < f.n &&
+                       is_alnum(PyUnicode_READ(f.kind_low, f.low, stop)))
+                    stop++;
+            }
+            PyObject *span = make_span(start, stop);
+            if (span == NULL)
+                goto done;
+            Py_ssize_t tid = t->tid[e];
+            if (lists[tid] == NULL) {
+                lists[tid] = PyList_New(1);
+                if (lists[tid] == NULL) {
+                    Py_DECREF(span);
+                    goto done;
+                }
+                PyList_SET_ITEM(lists[tid], 0, span); /* steals */
+                order[norder++] = tid;
+            } else {
+                int rc = PyList_Append(lists[tid], span);
+                Py_DECREF(span);
+                if (rc < 0)
+                    goto done;
+            }
+        }
+    }
+    for (Py_ssize_t i = 0; i < norder; i++) {
+        PyObject *key = PyLong_FromSsize_t(order[i]);
+        if (key == NULL)
+            goto done;
+        int rc = PyDict_SetItem(f.hits, key, lists[order[i]]);
+        Py_DECREF(key);
+        if (rc < 0)
+            goto done;
+    }
+    result = f.hits;
+    f.hits = NULL;
+done:
+    c->n = 0;
+    if (lists != NULL) {
+        for (Py_ssize_t i = 0; i < norder; i++)
+            Py_CLEAR(lists[order[i]]); /* NULL again for the next call */
+        if (own)
+            t->busy = 0;
+        else
+            PyMem_Free(lists);
+    }
+    PyMem_Free(order);
+    PyMem_Free(chars);
+    Py_XDECREF(f.hits);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+PyDoc_STRVAR(hits_from_iter_doc,
+"hits_from_iter(candidates, low, canon) -> dict\n\n"
+"Filter (last, (length, values)) candidates, as pyahocorasick's\n"
+"``Automaton.iter`` yields them: term id -> [(start, stop)], unsorted.");
+
+static PyObject *
+hits_from_iter(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *candidates, *low, *canon;
+    if (!PyArg_ParseTuple(args, "OUU:hits_from_iter", &candidates, &low, &canon))
+        return NULL;
+    Filter f;
+    if (filter_init(&f, low, canon) < 0)
+        return NULL;
+    PyObject *it = PyObject_GetIter(candidates);
+    if (it == NULL) {
+        Py_DECREF(f.hits);
+        return NULL;
+    }
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int rc = -1;
+        if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2) {
+            Py_ssize_t last = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
+            Py_ssize_t length;
+            PyObject *values;
+            if (!(last == -1 && PyErr_Occurred()) &&
+                unpack_info(PyTuple_GET_ITEM(item, 1), &length, &values) == 0)
+                rc = filter_one(&f, last, values, length);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "candidates must be (last, info) pairs");
+        }
+        Py_DECREF(item);
+        if (rc < 0) {
+            Py_DECREF(it);
+            Py_DECREF(f.hits);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        Py_DECREF(f.hits);
+        return NULL;
+    }
+    return f.hits;
+}
+
+/* ------------------------------------------------------------------ */
+/* Evidence                                                             */
+
+PyDoc_STRVAR(best_sentence_doc,
+"best_sentence(starts, occurrences, size) -> (index, focus) | None\n\n"
+"``starts``: sorted sentence starts; ``occurrences``: per term, spans sorted\n"
+"by start. The sentence (index into starts) holding the most distinct terms,\n"
+"the earliest on a tie, and the first occurrence start in it; None when no\n"
+"occurrence is in a sentence. An occurrence belongs to the last sentence\n"
+"starting at or before it; ``size`` is the text's length.");
+
+static int
+read_starts(PyObject *starts, Py_ssize_t **out, Py_ssize_t *n)
+{
+    if (!PyList_Check(starts)) {
+        PyErr_SetString(PyExc_TypeError, "starts must be a list");
+        return -1;
+    }
+    *n = PyList_GET_SIZE(starts);
+    *out = PyMem_Malloc((*n + 1) * sizeof(Py_ssize_t));
+    if (*out == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        (*out)[i] = PyLong_AsSsize_t(PyList_GET_ITEM(starts, i));
+        if ((*out)[i] == -1 && PyErr_Occurred()) {
+            PyMem_Free(*out);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* bisect.bisect_right(starts, x) */
+static Py_ssize_t
+bisect_right(const Py_ssize_t *a, Py_ssize_t n, Py_ssize_t x)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (x < a[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static int
+span_start(PyObject *span, Py_ssize_t *start)
+{
+    if (!PyTuple_Check(span) || PyTuple_GET_SIZE(span) < 1) {
+        PyErr_SetString(PyExc_TypeError, "spans must be tuples");
+        return -1;
+    }
+    *start = PyLong_AsSsize_t(PyTuple_GET_ITEM(span, 0));
+    return (*start == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *
+best_sentence(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *ostarts, *occurrences;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "O!O!n:best_sentence", &PyList_Type, &ostarts, &PyList_Type,
+                          &occurrences, &size))
+        return NULL;
+    Py_ssize_t *starts = NULL, n = 0;
+    Py_ssize_t *counts = NULL, *seen = NULL;
+    PyObject *result = NULL;
+    if (read_starts(ostarts, &starts, &n) < 0)
+        return NULL;
+    /* counts[k]: distinct terms in the sentence numbered k + 1 by bisect (0: before the first). */
+    counts = PyMem_Calloc(n + 1, sizeof(Py_ssize_t));
+    if (counts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* seen[k]: the last term counted in that sentence, so each term counts once per
+     * sentence whatever the order of its spans (they may be joined from two groups). */
+    seen = PyMem_Malloc((n + 1) * sizeof(Py_ssize_t));
+    if (seen == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k <= n; k++)
+        seen[k] = -1;
+    Py_ssize_t nterms = PyList_GET_SIZE(occurrences);
+    for (Py_ssize_t t = 0; t < nterms; t++) {
+        PyObject *spans = PyList_GET_ITEM(occurrences, t);
+        if (!PyList_Check(spans)) {
+            PyErr_SetString(PyExc_TypeError, "occurrences must be lists of spans");
+            goto done;
+        }
+        Py_ssize_t m = PyList_GET_SIZE(spans);
+        for (Py_ssize_t j = 0; j < m; j++) {
+            Py_ssize_t start;
+            if (span_start(PyList_GET_ITEM(spans, j), &start) < 0)
+                goto done;
+            Py_ssize_t k = bisect_right(starts, n, start);
+            if (seen[k] != t) {
+                counts[k]++;
+                seen[k] = t;
+            }
+        }
+    }
+    Py_ssize_t best = -1, most = 0;
+    for (Py_ssize_t k = 1; k <= n; k++) {
+        if (counts[k] > most) {
+            most = counts[k];
+            best = k - 1;
+        }
+    }
+    if (best < 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_ssize_t s = starts[best];
+    Py_ssize_t after = best + 1 < n ? starts[best + 1] : size + 1;
+    Py_ssize_t focus = -1;
+    for (Py_ssize_t t = 0; t < nterms; t++) {
+        PyObject *spans = PyList_GET_ITEM(occurrences, t);
+        Py_ssize_t m = PyList_GET_SIZE(spans);
+        for (Py_ssize_t j = 0; j < m; j++) {
+            Py_ssize_t start;
+            if (span_start(PyList_GET_ITEM(spans, j), &start) < 0)
+                goto done;
+            if (start >= s && start < after && (focus < 0 || start < focus))
+                focus = start;
+        }
+    }
+    result = Py_BuildValue("(nn)", best, focus);
+done:
+    PyMem_Free(starts);
+    PyMem_Free(counts);
+    PyMem_Free(seen);
+    return result;
+}
+
+/* ------------------------------------------------------------------ */
+/* Sentences                                                            */
+
+PyDoc_STRVAR(split_sentences_doc,
+"split_sentences(text, abbreviations, months) -> list[(start, end)]\n\n"
+"monitor.match.split_sentences in C: the same cuts, decided the same way\n"
+"(``abbreviations`` and ``months`` are its frozensets of casefolded words).");
+
+static int
+is_end_char(Py_UCS4 c)
+{
+    return c == '.' || c == '!' || c == '?' || c == 0x2026 || c == '\n';
+}
+
+static int
+is_more_end(Py_UCS4 c)
+{
+    return c == '.' || c == '!' || c == '?' || c == 0x2026;
+}
+
+static int
+is_closer(Py_UCS4 c)
+{
+    return c == '"' || c == '\'' || c == 0xbb || c == 0xab || c == 0x201c || c == 0x201d ||
+           c == 0x2018 || c == 0x2019 || c == ')' || c == ']';
+}
+
+/* Whether set (a frozenset of str) holds text[a:b].casefold(): -1 on error. */
+static int
+casefolded_in(PyObject *text, Py_ssize_t a, Py_ssize_t b, PyObject *set)
+{
+    PyObject *word = PyUnicode_Substring(text, a, b);
+    if (word == NULL)
+        return -1;
+    PyObject *folded = PyObject_CallMethod(word, "casefold", NULL);
+    Py_DECREF(word);
+    if (folded == NULL)
+        return -1;
+    int rc = PySet_Contains(set, folded);
+    Py_DECREF(folded);
+    return rc;
+}
+
+static PyObject *
+split_sentences(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *text, *abbreviations, *months;
+    if (!PyArg_ParseTuple(args, "UO!O!:split_sentences", &text, &PyFrozenSet_Type,
+                          &abbreviations, &PyFrozenSet_Type, &months))
+        return NULL;
+    int kind = PyUnicode_KIND(text);
+    const void *d = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+#define AT(i) PyUnicode_READ(kind, d, (i))
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t cut = 0; /* the last cut */
+    Py_ssize_t i = 0;
+    for (;;) {
+        /* The next sentence end at or after i (the regex _END), ending at e. */
+        Py_ssize_t e = -1;
+        while (i < n) {
+            Py_UCS4 c = AT(i);
+            if (is_end_char(c)) {
+                if (c == '\n') {
+                    e = i + 1;
+                    break;
+                }
+                Py_ssize_t l = i + 1;
+                while (l < n && is_more_end(AT(l)))
+                    l++;
+                while (l < n && is_closer(AT(l)))
+                    l++;
+                if (l < n && Py_UNICODE_ISSPACE(AT(l))) {
+                    e = l;
+                    break;
+                }
+            }
+            i++;
+        }
+        Py_ssize_t next_cut;
+        if (e < 0) {
+            next_cut = n;
+        } else {
+            Py_ssize_t a = i;
+            i = e; /* the next search starts where this match ended */
+            /* The following word: after whitespace, up to the next whitespace. */
+            Py_ssize_t f0 = e;
+            while (f0 < n && Py_UNICODE_ISSPACE(AT(f0)))
+                f0++;
+            Py_ssize_t f1 = f0;
+            while (f1 < n && !Py_UNICODE_ISSPACE(AT(f1)))
+                f1++;
+            if (f1 > f0 && Py_UNICODE_ISLOWER(AT(f0)))
+                continue;
+            if (AT(a) == '.' && !(a + 1 < n && AT(a + 1) == '.')) {
+                int six_letters = a >= 6;
+                for (Py_ssize_t k = a - 6; six_letters && k < a; k++)
+                    six_letters = Py_UNICODE_ISALPHA(AT(k));
+                if (!six_letters) {
+                    /* The word before the period: up to 7 characters of \w. */
+                    Py_ssize_t w = a;
+                    Py_ssize_t floor = a >= 7 ? a - 7 : 0;
+                    while (w > floor && (is_alnum(AT(w - 1)) || AT(w - 1) == '_'))
+                        w--;
+                    Py_ssize_t len = a - w;
+                    if (len == 1 && Py_UNICODE_ISALPHA(AT(w)))
+                        continue; /* an initial, or U.S. */
+                    if (len) {
+                        int rc = casefolded_in(text, w, a, abbreviations);
+                        if (rc < 0)
+                            goto error;
+                        if (rc)
+                            continue;
+                    }
+                    if (len && len <= 2) {
+                        int digits = 1;
+                        for (Py_ssize_t k = w; digits && k < a; k++)
+                            digits = Py_UNICODE_ISDIGIT(AT(k));
+                        if (digits) {
+                            int rc = casefolded_in(text, f0, f1, months);
+                            if (rc < 0)
+                                goto error;
+                            if (rc)
+                                continue;
+                        }
+                    }
+                }
+            }
+            next_cut = e;
+        }
+        /* The sentence from the last cut to this one, whitespace trimmed. */
+        Py_ssize_t s0 = cut, s1 = next_cut;
+        while (s0 < s1 && Py_UNICODE_ISSPACE(AT(s0)))
+            s0++;
+        while (s1 > s0 && Py_UNICODE_ISSPACE(AT(s1 - 1)))
+            s1--;
+        if (s1 > s0) {
+            PyObject *span = make_span(s0, s1);
+            if (span == NULL)
+                goto error;
+            int rc = PyList_Append(out, span);
+            Py_DECREF(span);
+            if (rc < 0)
+                goto error;
+        }
+        cut = next_cut;
+        if (e < 0)
+            break;
+    }
+#undef AT
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Whitespace                                                           */
+
+PyDoc_STRVAR(untidy_doc,
+"untidy(text) -> bool\n\n"
+"Whether monitor.match._clean must rewrite the whitespace of ``text``: it\n"
+"starts or ends with whitespace, has whitespace other than space and line\n"
+"break, or two whitespace characters in a row.");
+
+static PyObject *
+untidy(PyObject *Py_UNUSED(module), PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "text must be str");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(text);
+    const void *d = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int previous = 1; /* "whitespace before the text": a leading space is untidy */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, d, i);
+        /* Most characters are letters: one comparison settles them. */
+        if (c > ' ' && c < 0x80) {
+            previous = 0;
+            continue;
+        }
+        if (Py_UNICODE_ISSPACE(c)) {
+            if (previous || (c != ' ' && c != '\n'))
+                Py_RETURN_TRUE;
+            previous = 1;
+        } else {
+            previous = 0;
+        }
+    }
+    if (n && previous)
+        Py_RETURN_TRUE; /* ends with whitespace */
+    Py_RETURN_FALSE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rule evaluation helpers                                              */
+
+PyDoc_STRVAR(by_group_doc,
+"by_group(hits, term_groups) -> dict\n\n"
+"monitor.match._Context._by_group: group key -> {term id: spans}, for every\n"
+"term id of ``hits`` and every key ``term_groups[term id]`` (a tuple) lists.");
+
+static PyObject *
+by_group(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *hits, *term_groups;
+    if (!PyArg_ParseTuple(args, "O!O!:by_group", &PyDict_Type, &hits, &PyDict_Type, &term_groups))
+        return NULL;
+    PyObject *grouped = PyDict_New();
+    if (grouped == NULL)
+        return NULL;
+    Py_ssize_t pos = 0;
+    PyObject *tid, *spans;
+    while (PyDict_Next(hits, &pos, &tid, &spans)) {
+        PyObject *keys = PyDict_GetItemWithError(term_groups, tid);
+        if (keys == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, tid);
+            goto error;
+        }
+        if (!PyTuple_Check(keys)) {
+            PyErr_SetString(PyExc_TypeError, "term_groups values must be tuples");
+            goto error;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(keys); i++) {
+            PyObject *key = PyTuple_GET_ITEM(keys, i);
+            PyObject *group = PyDict_GetItemWithError(grouped, key);
+            if (group == NULL) {
+                if (PyErr_Occurred())
+                    goto error;
+                group = PyDict_New();
+                if (group == NULL)
+                    goto error;
+                int rc = PyDict_SetItem(grouped, key, group);
+                Py_DECREF(group); /* grouped holds it */
+                if (rc < 0)
+                    goto error;
+            }
+            if (PyDict_SetItem(group, tid, spans) < 0)
+                goto error;
+        }
+    }
+    return grouped;
+error:
+    Py_DECREF(grouped);
+    return NULL;
+}
+
+PyDoc_STRVAR(terms_in_order_doc,
+"terms_in_order(spans, written, shown) -> tuple[str, ...]\n\n"
+"The terms of ``spans`` (term id -> spans sorted by start) as ``shown[id]``, by\n"
+"first start, then ``written[id]``, then their order in ``spans``; each once.");
+
+typedef struct {
+    Py_ssize_t start;
+    Py_ssize_t i;
+    PyObject *written; /* borrowed */
+    PyObject *shown;   /* borrowed */
+} Keyed;
+
+static int keyed_error;
+
+static int
+keyed_order(const void *a, const void *b)
+{
+    const Keyed *x = a, *y = b;
+    if (x->start != y->start)
+        return x->start < y->start ? -1 : 1;
+    if (x->written != y->written) {
+        int c = PyUnicode_Compare(x->written, y->written);
+        if (c == -1 && PyErr_Occurred())
+            keyed_error = 1;
+        if (c)
+            return c;
+    }
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+static PyObject *
+terms_in_order(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *spans, *written, *shown;
+    if (!PyArg_ParseTuple(args, "O!O!O!:terms_in_order", &PyDict_Type, &spans, &PyTuple_Type,
+                          &written, &PyTuple_Type, &shown))
+        return NULL;
+    Py_ssize_t n = PyDict_GET_SIZE(spans);
+    Keyed *items = PyMem_Malloc((n + 1) * sizeof(Keyed));
+    if (items == NULL)
+        return PyErr_NoMemory();
+    PyObject *seen = NULL, *result = NULL;
+    Py_ssize_t pos = 0, k = 0;
+    PyObject *tid, *found;
+    while (PyDict_Next(spans, &pos, &tid, &found)) {
+        Py_ssize_t t = PyLong_AsSsize_t(tid);
+        if (t == -1 && PyErr_Occurred())
+            goto done;
+        if (t < 0 || t >= PyTuple_GET_SIZE(written) || t >= PyTuple_GET_SIZE(shown) ||
+            !PyList_Check(found) || PyList_GET_SIZE(found) == 0) {
+            PyErr_SetString(PyExc_ValueError, "bad term id or spans");
+            goto done;
+        }
+        Py_ssize_t start;
+        if (span_start(PyList_GET_ITEM(found, 0), &start) < 0)
+            goto done;
+        items[k].start = start;
+        items[k].i = k;
+        items[k].written = PyTuple_GET_ITEM(written, t);
+        items[k].shown = PyTuple_GET_ITEM(shown, t);
+        if (!PyUnicode_Check(items[k].written) || !PyUnicode_Check(items[k].shown)) {
+            PyErr_SetString(PyExc_TypeError, "written and shown must hold str");
+            goto done;
+        }
+        k++;
+    }
+    keyed_error = 0;
+    qsort(items, k, sizeof(Keyed), keyed_order);
+    if (keyed_error)
+        goto done;
+    /* Each shown text once, first place kept (dict.fromkeys). */
+    seen = PySet_New(NULL);
+    PyObject *list = PyList_New(0);
+    if (seen == NULL || list == NULL) {
+        Py_XDECREF(list);
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < k; j++) {
+        int has = PySet_Contains(seen, items[j].shown);
+        if (has < 0 || (!has && (PySet_Add(seen, items[j].shown) < 0 ||
+                                 PyList_Append(list, items[j].shown) < 0))) {
+            Py_DECREF(list);
+            goto done;
+        }
+    }
+    result = PyList_AsTuple(list);
+    Py_DECREF(list);
+done:
+    Py_XDECREF(seen);
+    PyMem_Free(items);
+    return result;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lower case                                                           */
+
+#if PY_VERSION_HEX < 0x030D0000
+/* _PyUnicode_ToLowerFull is what str.lower() maps each character with; newer
+ * Pythons no longer export it, and monitor.match then lowers in Python. */
+#define HAVE_LOWER 1
+
+PyDoc_STRVAR(lower_doc,
+"lower(text) -> str | None\n\n"
+"monitor.rules.lower_text(text): each character lower-cased, one whose lower\n"
+"case is longer (U+0130) kept as it is; None if ``text`` holds a capital\n"
+"sigma, whose lower case depends on its neighbours (ask Python then).");
+
+static PyObject *
+lower(PyObject *Py_UNUSED(module), PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "text must be str");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(text);
+    const void *d = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    Py_UCS4 *out = PyMem_Malloc((n + 1) * sizeof(Py_UCS4));
+    if (out == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, d, i);
+        if (c < 128) {
+            out[i] = (c >= 'A' && c <= 'Z') ? c + 32 : c;
+        } else if (c == 0x3A3) {
+            PyMem_Free(out);
+            Py_RETURN_NONE;
+        } else {
+            Py_UCS4 mapped[3];
+            out[i] = _PyUnicode_ToLowerFull(c, mapped) == 1 ? mapped[0] : c;
+        }
+    }
+    PyObject *result = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, out, n);
+    PyMem_Free(out);
+    return result;
+}
+#endif
+
+/* ------------------------------------------------------------------ */
+
+static PyMethodDef methods[] = {
+    {"hits_from_collector", hits_from_collector, METH_VARARGS, hits_from_collector_doc},
+    {"hits_from_iter", hits_from_iter, METH_VARARGS, hits_from_iter_doc},
+    {"best_sentence", best_sentence, METH_VARARGS, best_sentence_doc},
+    {"split_sentences", split_sentences, METH_VARARGS, split_sentences_doc},
+    {"untidy", untidy, METH_O, untidy_doc},
+    {"by_group", by_group, METH_VARARGS, by_group_doc},
+    {"terms_in_order", terms_in_order, METH_VARARGS, terms_in_order_doc},
+#ifdef HAVE_LOWER
+    {"lower", lower, METH_O, lower_doc},
+#endif
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "monitor._speedups",
+    .m_doc = "Optional C accelerator for monitor.match (same results as the pure-Python code).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    for (Py_UCS4 c = 0; c < 128; c++)
+        ascii_alnum[c] = (char)Py_UNICODE_ISALNUM(c);
+    if (PyType_Ready(&CollectorType) < 0 || PyType_Ready(&KeyTableType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&CollectorType);
+    if (PyModule_AddObject(m, "Collector", (PyObject *)&CollectorType) < 0) {
+        Py_DECREF(&CollectorType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&KeyTableType);
+    if (PyModule_AddObject(m, "KeyTable", (PyObject *)&KeyTableType) < 0) {
+        Py_DECREF(&KeyTableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
