@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import resource
 import statistics
@@ -26,10 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.farm import CORPUS, STEP, WINDOW, Farm
+from bench.farm import BIG_ENTRIES, CORPUS, STEP, WINDOW, Farm, _big_rss
 from monitor.config import AlertConfig, FeedConfig, FetchConfig, Secret, Settings
 from monitor.exceptions import ExtractError
 from monitor.extract import extract_page
+from monitor.parse import ParsePool
 from monitor.pipeline import Monitor, make_monitor
 from monitor.rules import load_rules
 
@@ -168,6 +170,130 @@ def per_article(rounds: int, feeds: int) -> tuple[Row, Row, Row]:
     )
 
 
+class LoopLag:
+    """A ticker coroutine: how late the event loop wakes it (how long something blocked it)."""
+
+    def __init__(self, every: float = 0.005) -> None:
+        self.every = every
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.every)
+            self.lags.append(loop.time() - start - self.every)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._tick())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def worst(self) -> float:
+        return max(self.lags, default=0.0)
+
+
+def changed_feeds(rounds: int, feeds: int, *, workers: int | None = None) -> tuple[Row, ...]:
+    """N changed feeds of 50 new entries each: parsing uses both cores and never stalls the loop;
+    then the same bodies again (the server ignores ETag): nothing is parsed twice."""
+    walls: list[float] = []
+    cores: list[float] = []
+    lags: list[float] = []
+    same_walls: list[float] = []
+    reparsed: list[float] = []
+    in_workers = 0
+    with Farm() as farm, tempfile.TemporaryDirectory() as tmp:
+        _EXCLUDE.add(farm.pid or -1)
+        m = _monitor(Path(tmp), [f"{farm.base}/big/{i}.xml" for i in range(feeds)], concurrency=100)
+        if workers is not None:
+            m.parser.close()
+            m.parser = ParsePool(workers=workers)
+
+        async def run() -> None:
+            nonlocal in_workers
+            for _ in range(rounds):
+                farm.get("/big/advance")
+                with LoopLag() as lag:
+                    cpu, start = _cpu(), time.perf_counter()
+                    results = await m.poll_all()
+                    wall = time.perf_counter() - start
+                    cores.append((_cpu() - cpu) / wall)
+                walls.append(wall)
+                lags.append(lag.worst * 1000)
+                assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
+                parsed = m.parser.parsed
+                start = time.perf_counter()
+                results = await m.poll_all()
+                same_walls.append(time.perf_counter() - start)
+                assert all(r.ok and r.value.not_modified for r in results), results[:3]  # type: ignore[union-attr]
+                reparsed.append(m.parser.parsed - parsed)
+            in_workers = m.parser.in_workers
+            await m.aclose()
+
+        asyncio.run(run())
+    how = "in threads only" if workers == 0 else f"{in_workers} of {rounds * feeds} in workers"
+    label = f"{feeds} changed feeds x {BIG_ENTRIES} new entries"
+    return (
+        Row(f"{label}: sweep wall", "s", tuple(walls), f"parsed {how}"),
+        Row(f"{label}: CPU / wall", "x", tuple(cores), "target > 1.3 on 2 cores"),
+        Row(f"{label}: worst event-loop lag", "ms", tuple(lags), "5 ms ticker during the sweep"),
+        Row(
+            f"{label}: same bodies again (200, ETag ignored)",
+            "s",
+            tuple(same_walls),
+            f"bodies parsed again: {max(reparsed):g} (target 0)",
+        ),
+    )
+
+
+def parse_only(rounds: int, feeds: int) -> tuple[Row, ...]:
+    """The parse stage alone on N bodies of 50 new entries, 100 at once, while a ticker
+    watches the event loop: in worker processes (the default) and in threads only."""
+    bodies = [_big_rss("http://127.0.0.1/", i, 0) for i in range(feeds)]
+    rows: list[Row] = []
+    for workers, how in ((None, "worker processes"), (0, "threads only")):
+        cores: list[float] = []
+        lags: list[float] = []
+        walls: list[float] = []
+
+        async def run(
+            pool: ParsePool, cores: list[float], lags: list[float], walls: list[float]
+        ) -> None:
+            gate = asyncio.Semaphore(100)
+
+            async def one(i: int, body: bytes) -> None:
+                async with gate:
+                    await pool.parse(f"http://127.0.0.1/big/{i}.xml", body, {})
+
+            await pool.parse("http://127.0.0.1/big/0.xml", bodies[0], {})  # start the workers
+            for _ in range(rounds):
+                with LoopLag() as lag:
+                    cpu, start = _cpu(), time.perf_counter()
+                    await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+                    wall = time.perf_counter() - start
+                    cores.append((_cpu() - cpu) / wall)
+                walls.append(wall)
+                lags.append(lag.worst * 1000)
+
+        pool = ParsePool(workers=workers)
+        try:
+            asyncio.run(run(pool, cores, lags, walls))
+        finally:
+            pool.close(wait=True)  # gone before the next measurement: its CPU stays counted
+        label = f"parse only, {feeds} bodies x {BIG_ENTRIES} entries, {how}"
+        rows += [
+            Row(f"{label}: wall", "s", tuple(walls), f"{len(bodies[0]) // 1024} KB each"),
+            Row(f"{label}: CPU / wall", "x", tuple(cores), "target > 1.3 on 2 cores"),
+            Row(f"{label}: worst event-loop lag", "ms", tuple(lags), "5 ms ticker"),
+        ]
+    return tuple(rows)
+
+
 def sweep_304(rounds: int, feeds: int) -> tuple[Row, Row]:
     """Wall time of one poll over N feeds that all answer 304."""
     walls: list[float] = []
@@ -194,6 +320,47 @@ def sweep_304(rounds: int, feeds: int) -> tuple[Row, Row]:
     )
 
 
+def alert_latency(quick: bool) -> tuple[Row, ...]:
+    """Alert latency beyond the poll, of the real daemon under a steady load (bench/latency.py)."""
+    from bench import latency
+
+    results = latency.measure(feeds=10, every=0.5, count=40 if quick else 120, interval=2.0)
+    return tuple(
+        Row(
+            f"alert latency beyond the poll, daemon to {channel}",
+            "s",
+            r.latencies or (math.nan,),
+            f"p95 {r.p95:.3g} s, {r.delivered} of {r.expected} alerts, 2 new entries/s over "
+            f"10 feeds; target p95 <= {latency.TARGET_P95_S:g} s",
+        )
+        for channel, r in results.items()
+    )
+
+
+def daemon_memory(quick: bool) -> tuple[Row, ...]:
+    """Resident size of the real daemon: 1,000 feeds, 10,000 terms, an hour (bench/memory.py)."""
+    from bench import memory
+
+    r = memory.measure(feeds=1000, changed=20, cycles=12 if quick else 60)
+    d = r.as_dict()
+    hours = f"{d['simulated_hours']:.2g} simulated h ({r.stored} of {r.generated} entries stored)"
+    return (
+        Row(
+            "daemon RSS, 1000 feeds, 10,000-term pack",
+            "MB",
+            r.daemon_mb,
+            f"growth {d['daemon_growth_mb_per_hour']:+.1f} MB/h over {hours}; target <= 200 MB",
+        ),
+        Row(
+            "daemon + extraction workers, PSS",
+            "MB",
+            r.tree_mb,
+            f"{r.processes} processes, growth {d['tree_growth_mb_per_hour']:+.1f} MB/h; "
+            "target <= 200 MB, no growth",
+        ),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and feeds")
@@ -205,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[Callable[[], tuple[Row, ...]]] = [
         lambda: per_article(rounds, 4 if args.quick else 10),
         lambda: sweep_304(rounds, 1000),
+        lambda: parse_only(rounds, 200 if args.quick else 1000),
+        lambda: changed_feeds(2 if args.quick else 3, 200 if args.quick else 1000),
+        lambda: alert_latency(args.quick),
+        lambda: daemon_memory(args.quick),
     ]
     rows: list[Row] = []
     for step in steps:
