@@ -405,39 +405,18 @@ class Monitor:
             headers["If-Modified-Since"] = feed.last_modified
         response = await self.fetcher.get(feed.url, headers=headers)
         if response.not_modified:
-            now = self.now()
-            self.store.record_poll(
-                feed,
-                now=now,
-                next_poll=next_poll_after(now, feed.interval_s),
-                title=None,
-                etag=feed.etag,
-                last_modified=feed.last_modified,
-                entries=(),
-                channels=(),
-                baseline=False,
-            )
-            self._after_success(feed, response)
-            return PollSummary(not_modified=True)
+            return self._unchanged(feed, response, feed.etag, feed.last_modified)
         body_sha = hashlib.blake2b(response.content, digest_size=16).hexdigest()
         stored_sha, blocks = self.store.parse_state(feed.id)
         if body_sha == stored_sha:
             # The server said 200 but sent the bytes we parsed last time (no or
             # broken validators): nothing in it can be new (issue #8).
-            now = self.now()
-            self.store.record_poll(
+            return self._unchanged(
                 feed,
-                now=now,
-                next_poll=next_poll_after(now, feed.interval_s),
-                title=None,
-                etag=response.headers.get("etag"),
-                last_modified=response.headers.get("last-modified"),
-                entries=(),
-                channels=(),
-                baseline=False,
+                response,
+                response.headers.get("etag"),
+                response.headers.get("last-modified"),
             )
-            self._after_success(feed, response)
-            return PollSummary(not_modified=True)
         keys, links = self.store.known_identities(feed.id)
         # Stored entries whose block is unchanged need not be parsed at all
         # (issue #8); a changed block is parsed, at most once per EDIT_INTERVAL (B22, B23).
@@ -502,6 +481,29 @@ class Monitor:
             baseline=baseline,
             warnings=data.warnings,
         )
+
+    def _unchanged(
+        self,
+        feed: FeedRow,
+        response: FetchedResponse,
+        etag: str | None,
+        last_modified: str | None,
+    ) -> PollSummary:
+        """Record a poll that brought nothing to parse: a 304, or the same bytes again."""
+        now = self.now()
+        self.store.record_poll(
+            feed,
+            now=now,
+            next_poll=next_poll_after(now, feed.interval_s),
+            title=None,
+            etag=etag,
+            last_modified=last_modified,
+            entries=(),
+            channels=(),
+            baseline=False,
+        )
+        self._after_success(feed, response)
+        return PollSummary(not_modified=True)
 
     def _edits(
         self, feed: FeedRow, edited: Sequence[EntryData]

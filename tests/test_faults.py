@@ -518,9 +518,10 @@ def test_d18_forward_jump_gives_one_poll_not_a_catch_up_storm(tmp_path: Path) ->
     assert fetcher.gets == 2
 
 
-def test_d18_scheduler_coalesces_missed_runs_after_a_jump(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real APScheduler wiring: a 1 s job, then the wall clock jumps a day.
-    86,400 runs were missed; coalescing makes them one."""
+def shift_scheduler_clock(monkeypatch: pytest.MonkeyPatch) -> list[timedelta]:
+    """Make APScheduler's wall clock (scheduler and executor) run ``offset[0]``
+    away from the real one; the caller moves it by setting ``offset[0]``."""
+    import apscheduler.executors.base as executors
     import apscheduler.schedulers.base as base
 
     offset = [timedelta(0)]
@@ -532,6 +533,15 @@ def test_d18_scheduler_coalesces_missed_runs_after_a_jump(monkeypatch: pytest.Mo
             return real.now(tz) + offset[0]
 
     monkeypatch.setattr(base, "datetime", Shifted)
+    # The executor checks misfires against its own clock: it moves too.
+    monkeypatch.setattr(executors, "datetime", Shifted)
+    return offset
+
+
+def test_d18_scheduler_coalesces_missed_runs_after_a_jump(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real APScheduler wiring: a 1 s job, then the wall clock jumps a day.
+    86,400 runs were missed; coalescing makes them one."""
+    offset = shift_scheduler_clock(monkeypatch)
     runs: list[float] = []
 
     async def job() -> None:
@@ -539,7 +549,7 @@ def test_d18_scheduler_coalesces_missed_runs_after_a_jump(monkeypatch: pytest.Mo
 
     async def go() -> None:
         scheduler = make_scheduler()
-        add_interval_job(scheduler, "tick", job, 1.0, start=real.now(UTC), jitter=0)
+        add_interval_job(scheduler, "tick", job, 1.0, start=datetime.now(UTC), jitter=0)
         scheduler.start()
         await asyncio.sleep(1.5)
         before = len(runs)

@@ -7,9 +7,8 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,7 +16,15 @@ from monitor.config import DaemonConfig
 from monitor.daemon import Daemon
 from monitor.scheduler import CLOCK_JUMP_S, add_interval_job, make_scheduler, rewind_jobs
 from monitor.store import from_iso, iso
-from tests.test_faults import Clock, CountingFetcher, daemon_for, item, rss, settle
+from tests.test_faults import (
+    Clock,
+    CountingFetcher,
+    daemon_for,
+    item,
+    rss,
+    settle,
+    shift_scheduler_clock,
+)
 
 
 def test_d19_a_backward_jump_is_noticed_and_the_feed_polled_within_its_interval(
@@ -90,20 +97,7 @@ def test_d19_scheduler_jobs_stall_after_a_backward_jump_until_rewound(
     """The real APScheduler keeps run times in wall-clock time: after the clock
     goes back an hour its 1 s job sleeps an hour. ``rewind_jobs`` (what the daemon
     does on noticing the jump) makes it run again at once."""
-    import apscheduler.executors.base as executors
-    import apscheduler.schedulers.base as base
-
-    offset = [timedelta(0)]
-    real = base.datetime
-
-    class Shifted(real):  # type: ignore[misc, valid-type]
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return real.now(tz) + offset[0]
-
-    monkeypatch.setattr(base, "datetime", Shifted)
-    # The executor checks misfires against its own clock: it moves too.
-    monkeypatch.setattr(executors, "datetime", Shifted)
+    offset = shift_scheduler_clock(monkeypatch)
     runs: list[float] = []
 
     async def job() -> None:
@@ -111,7 +105,7 @@ def test_d19_scheduler_jobs_stall_after_a_backward_jump_until_rewound(
 
     async def go() -> None:
         scheduler = make_scheduler()
-        add_interval_job(scheduler, "tick", job, 0.5, start=real.now(UTC), jitter=0)
+        add_interval_job(scheduler, "tick", job, 0.5, start=datetime.now(UTC), jitter=0)
         scheduler.start()
         await asyncio.sleep(1.2)
         assert runs
@@ -120,7 +114,7 @@ def test_d19_scheduler_jobs_stall_after_a_backward_jump_until_rewound(
         stalled = len(runs)
         await asyncio.sleep(1.5)
         assert len(runs) == stalled  # the failure mode: nothing runs
-        assert rewind_jobs(scheduler, Shifted.now(UTC)) == 1
+        assert rewind_jobs(scheduler, datetime.now(UTC) + offset[0]) == 1
         await asyncio.sleep(1.5)
         scheduler.shutdown(wait=False)
         assert len(runs) >= stalled + 2  # runs again, every 0.5 s of the new clock
