@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,29 @@ def test_d15_webhook_429_retry_after_is_honoured(tmp_path: Path, hook: Hook) -> 
     assert hook.posts[0]["key"] == hook.posts[1]["key"] == "hit-1.hook"
     assert hook.posts[0]["json"]["message"] == hook.posts[1]["json"]["message"]
     assert {s for _, s in statuses(store)} == {"sent"}
+
+
+def test_d1_a_lease_left_by_a_dead_process_is_released_by_a_later_round(
+    tmp_path: Path, hook: Hook
+) -> None:
+    """D1: a process killed mid-send leaves its row 'sending'. A daemon restarted
+    within the lease must not strand it: once the lease runs out, the next round
+    sends it (once), without another restart."""
+    channels = {"hook": Secret(hook.url())}
+    clock = Clock()
+    store = new_store(tmp_path)
+    store_poll(
+        store, "Outlet", [entry("d1", "Story", "t", [match()])], now=clock(), channels=channels
+    )
+    lease = timedelta(seconds=CONFIG.send_timeout * 2 + 30)
+    assert len(store.claim_due_alerts(clock(), lease)) == 1  # the dead process's claim
+    notifier = AppriseNotifier(channels)
+    early = _run(store, notifier, clock, CONFIG, operator=None)
+    assert (early.sent, hook.posts) == (0, [])  # the lease still holds: not ours to send
+    clock.advance(lease.total_seconds())
+    late = _run(store, notifier, clock, CONFIG, operator=None)
+    assert late.sent == 1 and len(hook.posts) == 1
+    assert statuses(store) == [("hook", "sent")]
 
 
 def test_d16_webhook_500s_dead_and_one_operator_notice_no_loop(tmp_path: Path, hook: Hook) -> None:

@@ -380,6 +380,12 @@ async def dispatch(
     """Deliver every due outbox row once; failures are rescheduled or made dead."""
     lease = timedelta(seconds=config.send_timeout * 2 + 30)
     run = _Run(store, notifier, config, now, policies or {}, sleep, rand)
+    # A lease that ran out belongs to a process that died mid-send (this one's
+    # earlier rounds have finished): releasing it only on start would strand
+    # the row until the next restart when the daemon came back within the lease.
+    released = store.release_expired_leases(now())
+    if released:
+        log.warning("%d alerts were left mid-send by a stopped process; resending", released)
     while True:
         due = store.claim_due_alerts(now(), lease)
         if not due:
