@@ -920,6 +920,34 @@ untidy(PyObject *Py_UNUSED(module), PyObject *text)
     Py_RETURN_FALSE;
 }
 
+PyDoc_STRVAR(nfc_stable_doc,
+"nfc_stable(text) -> bool\n\n"
+"True when NFC leaves ``text`` as it is, for certain: every character is\n"
+"below U+0300 or in U+2002..U+20CF (punctuation, super- and subscripts,\n"
+"currency signs), where none decomposes, has a combining class or composes\n"
+"with a neighbour. False: ask unicodedata.normalize.");
+
+static PyObject *
+nfc_stable(PyObject *Py_UNUSED(module), PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "text must be str");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(text);
+    if (kind == PyUnicode_1BYTE_KIND)
+        Py_RETURN_TRUE; /* Latin-1 only: all below U+0300 */
+    const void *d = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, d, i);
+        if (c < 0x300 || (c >= 0x2002 && c < 0x20D0))
+            continue;
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
 /* ------------------------------------------------------------------ */
 /* Rule evaluation helpers                                              */
 
@@ -1120,6 +1148,7 @@ static PyMethodDef methods[] = {
     {"best_sentence", best_sentence, METH_VARARGS, best_sentence_doc},
     {"split_sentences", split_sentences, METH_VARARGS, split_sentences_doc},
     {"untidy", untidy, METH_O, untidy_doc},
+    {"nfc_stable", nfc_stable, METH_O, nfc_stable_doc},
     {"by_group", by_group, METH_VARARGS, by_group_doc},
     {"terms_in_order", terms_in_order, METH_VARARGS, terms_in_order_doc},
 #ifdef HAVE_LOWER

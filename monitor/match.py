@@ -121,7 +121,10 @@ class Prepared:
 
 def _clean(text: str) -> str:
     if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
+        # NFC's own quick check costs a table look-up per character; the
+        # accelerator first rules out the characters NFC could change at all.
+        if _speedups is None or not _speedups.nfc_stable(text):
+            text = unicodedata.normalize("NFC", text)
         # One `in` per character runs at memory speed; a regex over every character does not.
         if any(c in text for c in _INVISIBLE):
             text = _INVISIBLE_RE.sub("", text)
@@ -556,9 +559,46 @@ def _has_weight(c: Cond) -> bool:
     return isinstance(c, Condition) and any(_has_weight(x) for x in (*c.all, *c.any))
 
 
+def _single_group(rule: Rule, index: TermIndex) -> Group | None:
+    """The rule's one group if the rule is nothing but ``any: [group]``, else None.
+
+    Such a rule (the common shape: a list of terms, any of which will do)
+    matches wherever the group occurs, with score 1.0 and no categories:
+    :func:`_rule_result` answers it without the general evaluation. Kept per
+    index, by rule (the entry holds the rule, so a reused ``id`` is noticed).
+    """
+    cache: dict[int, tuple[Rule, Group | None]] | None = index.__dict__.get("_single_group")
+    if cache is None:
+        cache = index.__dict__["_single_group"] = {}
+    entry = cache.get(id(rule))
+    if entry is not None and entry[0] is rule:
+        return entry[1]
+    group = rule.any[0] if rule.any else None
+    if not (
+        isinstance(group, Group)
+        and len(rule.any) == 1
+        and not rule.all
+        and not rule.none
+        and rule.at_least == 1
+        and rule.field is None
+        and rule.within is None
+        and rule.threshold is None
+        and group.weight is None
+    ):
+        group = None
+    cache[id(rule)] = (rule, group)
+    return group
+
+
 def _rule_result(rule: Rule, ctx: _Context, language: str | None) -> _Result | None:
     if not _language_ok(rule, language):
         return None
+    group = _single_group(rule, ctx.index)
+    if group is not None:
+        # What _eval would find, without its general machinery: the group's
+        # occurrences over the whole article (a dict of its own, the lists shared).
+        occurrences = ctx.occurrences(group)
+        return _Result(spans=dict(occurrences), score=1.0) if occurrences else None
     required = ctx.index.required.get(id(rule))
     if required is not None:
         found = ctx.hits.keys()
@@ -586,8 +626,13 @@ def _to_match(rule: Rule, res: _Result, ctx: _Context) -> Match:
             [(found[0][0], written[t], i, shown[t]) for i, (t, found) in enumerate(spans.items())]
         )
         terms = tuple(dict.fromkeys([k[3] for k in keyed]))
-    categories = list(dict.fromkeys(res.categories))
-    category = categories[0] if categories else rule.category
+    if res.categories:
+        categories = list(dict.fromkeys(res.categories))
+        category: str | None = categories[0]
+        tags = tuple(dict.fromkeys((*rule.tags, *categories)))
+    else:  # the common case, spared the work
+        category = rule.category
+        tags = tuple(dict.fromkeys(rule.tags))
     return Match(
         rule=rule.name,
         terms=terms,
@@ -596,7 +641,7 @@ def _to_match(rule: Rule, res: _Result, ctx: _Context) -> Match:
         channels=rule.channels,
         category=category,
         score=round(res.score, 6),
-        tags=tuple(dict.fromkeys((*rule.tags, *categories))),
+        tags=tags,
         alert=rule.alert,
     )
 

@@ -377,3 +377,53 @@ def test_collective_actions_recall_floor(shipped: RuleSet) -> None:
         records = [json.loads(line)["description"] for line in f]
     found = sum(1 for text in records if match_article(art(text), shipped))
     assert found / len(records) >= 0.90, found
+
+
+SIMPLE_RULES = """
+rules:
+  - name: plain
+    any: [[Salesforce, "=ICE", Mitarbeiter*]]
+    tags: [t1, t1, t2]
+    category: cat
+  - name: unless
+    any: [{terms: [=ICE], unless_near: [Zug, Bahn], window: 5}]
+  - name: english-only
+    languages: [en]
+    any: [[open letter, employees]]
+  - name: two-groups
+    any: [[Salesforce], [employees]]
+  - name: at-least-two
+    at_least: 2
+    any: [[Salesforce], [employees], [open letter]]
+  - name: vetoed
+    any: [[Salesforce]]
+    none: [[hockey]]
+"""
+
+
+@pytest.mark.parametrize("language", [None, "en", "de"])
+def test_single_group_shortcut_matches_the_general_evaluation(
+    monkeypatch: pytest.MonkeyPatch, shipped: RuleSet, language: str | None
+) -> None:
+    """Rules that are one ``any`` group take a shortcut (match._single_group): same matches."""
+    from monitor import match
+
+    texts = [
+        "Salesforce employees signed an open letter against the ICE contract.",
+        "Der ICE nach Berlin: Zug fällt aus. Mitarbeiterinnen streiken bei Salesforce.",
+        "ICE hockey: Salesforce employees watched.",
+        "Nothing here.",
+    ]
+    if CORPUS.is_dir():
+        texts += [a.text for a, _label in _labelled()]
+    articles = [Article(url=None, title="", text=t, language=language) for t in texts]
+    simple = rules_from_text(SIMPLE_RULES)
+    assert match._single_group(simple.rules[0], simple.term_index) is not None
+    assert match._single_group(simple.rules[3], simple.term_index) is None
+    for rs in (simple, shipped):
+        fast = [match_article(a, rs) for a in articles]
+        monkeypatch.setattr(match, "_single_group", lambda rule, index: None)
+        slow = [match_article(a, rs) for a in articles]
+        monkeypatch.undo()
+        assert fast == slow
+        assert any(fast)

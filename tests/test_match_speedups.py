@@ -303,6 +303,53 @@ def test_c_untidy_equals_python(text: str) -> None:
     assert _speedups.untidy(text) == slow
 
 
+@needs_c
+def test_c_nfc_stable_only_for_characters_nfc_leaves_alone() -> None:
+    """Every character ``nfc_stable`` lets through is one NFC cannot change in any context."""
+    import unicodedata
+
+    assert _speedups is not None
+    # Second halves of canonical pairs: a character NFC may fold into the one before it.
+    seconds = set()
+    for c in range(0x110000):
+        d = unicodedata.decomposition(chr(c))
+        if d and not d.startswith("<") and len(parts := d.split()) == 2:
+            seconds.add(int(parts[1], 16))
+    stable = [c for c in range(0x110000) if _speedups.nfc_stable(chr(c) + "\u2019")]
+    assert 0xE4 in stable and 0x2014 in stable and 0x301 not in stable and 0x2000 not in stable
+    for c in stable:
+        char = chr(c)
+        assert unicodedata.combining(char) == 0, hex(c)
+        assert unicodedata.normalize("NFC", char) == char, hex(c)
+        assert c not in seconds, hex(c)
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from("aeA \u0301\u0308\u2000\u2019\u2014\u212b\u00c5é中"), max_size=12
+    )
+)
+def test_c_nfc_stable_means_normalized(text: str) -> None:
+    import unicodedata
+
+    assert _speedups is not None
+    if _speedups.nfc_stable(text):
+        assert unicodedata.normalize("NFC", text) == text
+    assert prepare("", text).shown == prepare_pure("", text)
+
+
+def prepare_pure(title: str, text: str) -> str:
+    """:func:`prepare`'s ``shown`` without the accelerator."""
+    saved = match._speedups
+    try:
+        match._speedups = None
+        return prepare(title, text).shown
+    finally:
+        match._speedups = saved
+
+
 # -- rule evaluation helpers
 
 
