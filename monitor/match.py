@@ -559,41 +559,10 @@ def _has_weight(c: Cond) -> bool:
     return isinstance(c, Condition) and any(_has_weight(x) for x in (*c.all, *c.any))
 
 
-def _single_group(rule: Rule, index: TermIndex) -> Group | None:
-    """The rule's one group if the rule is nothing but ``any: [group]``, else None.
-
-    Such a rule (the common shape: a list of terms, any of which will do)
-    matches wherever the group occurs, with score 1.0 and no categories:
-    :func:`_rule_result` answers it without the general evaluation. Kept per
-    index, by rule (the entry holds the rule, so a reused ``id`` is noticed).
-    """
-    cache: dict[int, tuple[Rule, Group | None]] | None = index.__dict__.get("_single_group")
-    if cache is None:
-        cache = index.__dict__["_single_group"] = {}
-    entry = cache.get(id(rule))
-    if entry is not None and entry[0] is rule:
-        return entry[1]
-    group = rule.any[0] if rule.any else None
-    if not (
-        isinstance(group, Group)
-        and len(rule.any) == 1
-        and not rule.all
-        and not rule.none
-        and rule.at_least == 1
-        and rule.field is None
-        and rule.within is None
-        and rule.threshold is None
-        and group.weight is None
-    ):
-        group = None
-    cache[id(rule)] = (rule, group)
-    return group
-
-
 def _rule_result(rule: Rule, ctx: _Context, language: str | None) -> _Result | None:
     if not _language_ok(rule, language):
         return None
-    group = _single_group(rule, ctx.index)
+    group = ctx.index.single.get(id(rule))
     if group is not None:
         # What _eval would find, without its general machinery: the group's
         # occurrences over the whole article (a dict of its own, the lists shared).

@@ -467,6 +467,10 @@ class TermIndex:
     #: ``id(rule)`` -> sets of term ids: the rule can only match an article in
     #: which some term of each set occurs (a cheap test before the full logic).
     required: dict[int, tuple[frozenset[int], ...]] = _field(default_factory=dict)
+    #: ``id(rule)`` -> its one group, for a rule that is nothing but ``any: [group]``
+    #: (no all/none, field, within, threshold or weight): it matches wherever the
+    #: group occurs, so matching skips the general evaluation.
+    single: dict[int, Group] = _field(default_factory=dict)
     #: Each term as a rule file writes it and as a match shows it (by term id).
     written: tuple[str, ...] = ()
     shown: tuple[str, ...] = ()
@@ -508,6 +512,9 @@ class TermIndex:
             index.term_groups.setdefault(tid, ())
         for rule in rules:
             index.required[id(rule)] = tuple(_required(rule.condition, ids))
+            group = _single_group(rule)
+            if group is not None:
+                index.single[id(rule)] = group
         return index
 
     @classmethod
@@ -564,6 +571,23 @@ def _positive(c: Cond, ids: dict[Term, int]) -> set[int]:
     if isinstance(c, Group):
         return {ids[t] for t in c.terms}
     return {i for x in (*c.all, *c.any) for i in _positive(x, ids)}
+
+
+def _single_group(rule: Rule) -> Group | None:
+    """The rule's one group if the rule is nothing but ``any: [group]``, else None."""
+    group = rule.any[0] if len(rule.any) == 1 else None
+    if (
+        isinstance(group, Group)
+        and not rule.all
+        and not rule.none
+        and rule.at_least == 1
+        and rule.field is None
+        and rule.within is None
+        and rule.threshold is None
+        and group.weight is None
+    ):
+        return group
+    return None
 
 
 def _required(c: Cond, ids: dict[Term, int]) -> list[frozenset[int]]:

@@ -405,8 +405,7 @@ rules:
 def test_single_group_shortcut_matches_the_general_evaluation(
     monkeypatch: pytest.MonkeyPatch, shipped: RuleSet, language: str | None
 ) -> None:
-    """Rules that are one ``any`` group take a shortcut (match._single_group): same matches."""
-    from monitor import match
+    """Rules that are one ``any`` group take a shortcut (TermIndex.single): same matches."""
 
     texts = [
         "Salesforce employees signed an open letter against the ICE contract.",
@@ -418,11 +417,12 @@ def test_single_group_shortcut_matches_the_general_evaluation(
         texts += [a.text for a, _label in _labelled()]
     articles = [Article(url=None, title="", text=t, language=language) for t in texts]
     simple = rules_from_text(SIMPLE_RULES)
-    assert match._single_group(simple.rules[0], simple.term_index) is not None
-    assert match._single_group(simple.rules[3], simple.term_index) is None
+    assert id(simple.rules[0]) in simple.term_index.single
+    assert id(simple.rules[3]) not in simple.term_index.single
     for rs in (simple, shipped):
         fast = [match_article(a, rs) for a in articles]
-        monkeypatch.setattr(match, "_single_group", lambda rule, index: None)
+        for rule_id in list(rs.term_index.single):  # every rule the general way
+            monkeypatch.delitem(rs.term_index.single, rule_id)
         slow = [match_article(a, rs) for a in articles]
         monkeypatch.undo()
         assert fast == slow
