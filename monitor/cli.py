@@ -112,7 +112,6 @@ async def _run_once(monitor: Any, *, progress: bool = False) -> Any:
         from monitor.pipeline import CycleSummary
 
         # The same cycle as Monitor.run_once, with a bar that moves per finished feed.
-        monitor.store.release_expired_leases(monitor.now())
         feeds = monitor.store.active_feeds()
         results = []
         with click.progressbar(length=len(feeds), label="polling", file=sys.stderr) as bar:

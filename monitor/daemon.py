@@ -398,9 +398,6 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         m.sync_feeds()
-        released = m.store.release_expired_leases(m.now())
-        if released:
-            log.warning("%d alerts were being sent when the last run stopped; resending", released)
         m.store.set_daemon_status(
             pid=os.getpid(), started_at=iso(m.now()), stopped_at=None, reload_error=None
         )

@@ -578,7 +578,6 @@ class Monitor:
 
     async def run_once(self) -> CycleSummary:
         """One cycle: every active feed regardless of schedule, then delivery."""
-        self.store.release_expired_leases(self.now())
         results = await self.poll_all()
         alerts = await self.dispatch()
         return CycleSummary(results=tuple(results), alerts=alerts)
