@@ -714,10 +714,6 @@ def _daemon(node: Any, line: int | None, errors: _Errors) -> DaemonConfig:
         return DaemonConfig()
     _check_keys(node, _DAEMON_KEYS, "daemon", errors)
     d = DaemonConfig()
-    adaptive = node.get("adaptive", d.adaptive)
-    if not isinstance(adaptive, bool):
-        errors.add(_key_line(node, "adaptive"), "daemon.adaptive", "expected true or false")
-        adaptive = d.adaptive
     port: int | None = None
     raw_port = node.get("metrics_port")
     if raw_port is not None:
@@ -730,7 +726,7 @@ def _daemon(node: Any, line: int | None, errors: _Errors) -> DaemonConfig:
         else:
             port = raw_port
     config = DaemonConfig(
-        adaptive=adaptive,
+        adaptive=_flag(node, "adaptive", "daemon", errors, d.adaptive),
         min_interval=_number(node, "min_interval", "daemon", errors, d.min_interval),
         max_interval=_number(node, "max_interval", "daemon", errors, d.max_interval),
         stale_after=_number(node, "stale_after", "daemon", errors, d.stale_after),
