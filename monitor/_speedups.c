@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 /* Letters and digits are mostly ASCII: answer those from a table, the rest as
@@ -386,6 +387,140 @@ static PyTypeObject KeyTableType = {
     .tp_dealloc = (destructor)KeyTable_dealloc,
 };
 
+/* ------------------------------------------------------------------ */
+/* Sink: the candidate filter over key ids of a KeyTable                */
+
+/* Collects the accepted candidates of one text: per term id its list of
+ * spans, `order` listing the ids in first-found order. */
+typedef struct {
+    Filter f;
+    KeyTable *t;
+    PyObject **lists;
+    Py_ssize_t *order, norder;
+    int own;
+} Sink;
+
+static int
+sink_open(Sink *s, KeyTable *t, PyObject *low, PyObject *canon)
+{
+    s->t = t;
+    s->lists = NULL;
+    s->order = NULL;
+    s->norder = 0;
+    s->own = 0;
+    s->f.hits = NULL;
+    if (filter_init(&s->f, low, canon) < 0)
+        return -1;
+    /* Creating objects may run the garbage collector, and so in theory Python
+     * code that filters too: that one gets lists of its own. */
+    s->own = !t->busy;
+    if (s->own) {
+        s->lists = t->lists;
+        t->busy = 1;
+    } else {
+        s->lists = PyMem_Calloc(t->ntids + 1, sizeof(PyObject *));
+    }
+    s->order = PyMem_Malloc((t->ntids + 1) * sizeof(Py_ssize_t));
+    if (s->lists == NULL || s->order == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* One candidate: key `key` of the table, its last character at `last`.
+ * Keeps it for every term whose word boundaries, case and prefix rule it
+ * meets. Returns -1 on error. */
+static int
+sink_accept(Sink *s, Py_ssize_t last, Py_ssize_t key)
+{
+    KeyTable *t = s->t;
+    Filter *f = &s->f;
+    Py_ssize_t length = t->length[key];
+    Py_ssize_t start = last - length + 1;
+    if (start < 0 || last >= f->n)
+        return 0;
+    if (start > 0 && is_alnum(PyUnicode_READ(f->kind_low, f->low, start - 1)))
+        return 0;
+    Py_ssize_t after = last + 1;
+    int more = after < f->n && is_alnum(PyUnicode_READ(f->kind_low, f->low, after));
+    Py_ssize_t stop = -1;
+    for (Py_ssize_t e = t->first[key]; e < t->first[key + 1]; e++) {
+        if (more && !t->prefix[e])
+            continue;
+        PyObject *exact = t->exact[e];
+        if (exact != NULL) {
+            Py_ssize_t len = PyUnicode_GET_LENGTH(exact);
+            if (len != length)
+                continue;
+            int kind = PyUnicode_KIND(exact);
+            const void *xd = PyUnicode_DATA(exact);
+            Py_ssize_t k = 0;
+            while (k < len && PyUnicode_READ(kind, xd, k) ==
+                                  PyUnicode_READ(f->kind_canon, f->canon, start + k))
+                k++;
+            if (k < len)
+                continue;
+        }
+        if (stop < 0) {
+            stop = after;
+            while (more && stop < f->n && is_alnum(PyUnicode_READ(f->kind_low, f->low, stop)))
+                stop++;
+        }
+        PyObject *span = make_span(start, stop);
+        if (span == NULL)
+            return -1;
+        Py_ssize_t tid = t->tid[e];
+        if (s->lists[tid] == NULL) {
+            s->lists[tid] = PyList_New(1);
+            if (s->lists[tid] == NULL) {
+                Py_DECREF(span);
+                return -1;
+            }
+            PyList_SET_ITEM(s->lists[tid], 0, span); /* steals */
+            s->order[s->norder++] = tid;
+        } else {
+            int rc = PyList_Append(s->lists[tid], span);
+            Py_DECREF(span);
+            if (rc < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* The hits (term id -> spans) if `ok`, else NULL; frees what the sink holds. */
+static PyObject *
+sink_close(Sink *s, int ok)
+{
+    PyObject *result = NULL;
+    if (ok && s->f.hits != NULL) {
+        Py_ssize_t i;
+        for (i = 0; i < s->norder; i++) {
+            PyObject *key = PyLong_FromSsize_t(s->order[i]);
+            if (key == NULL)
+                break;
+            int rc = PyDict_SetItem(s->f.hits, key, s->lists[s->order[i]]);
+            Py_DECREF(key);
+            if (rc < 0)
+                break;
+        }
+        if (i == s->norder)
+            result = Py_NewRef(s->f.hits);
+    }
+    if (s->lists != NULL) {
+        for (Py_ssize_t i = 0; i < s->norder; i++)
+            Py_CLEAR(s->lists[s->order[i]]); /* NULL again for the next call */
+        if (s->own)
+            s->t->busy = 0;
+        else
+            PyMem_Free(s->lists);
+    }
+    PyMem_Free(s->order);
+    Py_CLEAR(s->f.hits);
+    return result;
+}
+
 PyDoc_STRVAR(hits_from_collector_doc,
 "hits_from_collector(collector, data, low, canon, table) -> dict\n\n"
 "Filter the candidates a Collector recorded while hyperscan scanned ``data``\n"
@@ -403,17 +538,14 @@ hits_from_collector(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     Collector *c = (Collector *)ocollector;
     KeyTable *t = (KeyTable *)otable;
-    Filter f;
-    f.hits = NULL;
-    Py_ssize_t *chars = NULL, *order = NULL, norder = 0;
-    PyObject **lists = NULL;
-    int own = 0;
-    PyObject *result = NULL;
-    if (filter_init(&f, low, canon) < 0)
+    Sink s;
+    Py_ssize_t *chars = NULL;
+    int ok = 0;
+    if (sink_open(&s, t, low, canon) < 0)
         goto done;
     const unsigned char *bytes = data.buf;
     Py_ssize_t nbytes = data.len;
-    if (nbytes != f.n) {
+    if (nbytes != s.f.n) {
         /* Not ASCII: the character offset before each byte offset (UTF-8
          * continuation bytes, 0b10xxxxxx, start no character). */
         chars = PyMem_Malloc((nbytes + 1) * sizeof(Py_ssize_t));
@@ -432,21 +564,6 @@ hits_from_collector(PyObject *Py_UNUSED(module), PyObject *args)
          * bytes in one pass); the terms' order in the result follows it. */
         qsort(c->found, c->n, sizeof(Candidate), candidate_order);
     }
-    /* Per term id its list of spans; `order` lists the ids in first-found order. */
-    /* Creating objects may run the garbage collector, and so in theory Python
-     * code that filters too: that one gets lists of its own. */
-    own = !t->busy;
-    if (own) {
-        lists = t->lists;
-        t->busy = 1;
-    } else {
-        lists = PyMem_Calloc(t->ntids + 1, sizeof(PyObject *));
-    }
-    order = PyMem_Malloc((t->ntids + 1) * sizeof(Py_ssize_t));
-    if (lists == NULL || order == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
     for (Py_ssize_t i = 0; i < c->n; i++) {
         unsigned long long end = c->found[i].end;
         unsigned int key = c->found[i].key;
@@ -454,86 +571,378 @@ hits_from_collector(PyObject *Py_UNUSED(module), PyObject *args)
             PyErr_SetString(PyExc_ValueError, "candidate out of range");
             goto done;
         }
-        Py_ssize_t last = (chars ? chars[end] : (Py_ssize_t)end) - 1;
-        Py_ssize_t length = t->length[key];
-        Py_ssize_t start = last - length + 1;
-        if (start < 0 || last >= f.n)
-            continue;
-        if (start > 0 && is_alnum(PyUnicode_READ(f.kind_low, f.low, start - 1)))
-            continue;
-        Py_ssize_t after = last + 1;
-        int more = after < f.n && is_alnum(PyUnicode_READ(f.kind_low, f.low, after));
-        Py_ssize_t stop = -1;
-        for (Py_ssize_t e = t->first[key]; e < t->first[key + 1]; e++) {
-            if (more && !t->prefix[e])
-                continue;
-            PyObject *exact = t->exact[e];
-            if (exact != NULL) {
-                Py_ssize_t len = PyUnicode_GET_LENGTH(exact);
-                if (len != length)
-                    continue;
-                int kind = PyUnicode_KIND(exact);
-                const void *xd = PyUnicode_DATA(exact);
-                Py_ssize_t k = 0;
-                while (k < len && PyUnicode_READ(kind, xd, k) ==
-                                      PyUnicode_READ(f.kind_canon, f.canon, start + k))
-                    k++;
-                if (k < len)
-                    continue;
-            }
-            if (stop < 0) {
-                stop = after;
-                while (more && stop < f.n &&
-                       is_alnum(PyUnicode_READ(f.kind_low, f.low, stop)))
-                    stop++;
-            }
-            PyObject *span = make_span(start, stop);
-            if (span == NULL)
-                goto done;
-            Py_ssize_t tid = t->tid[e];
-            if (lists[tid] == NULL) {
-                lists[tid] = PyList_New(1);
-                if (lists[tid] == NULL) {
-                    Py_DECREF(span);
-                    goto done;
-                }
-                PyList_SET_ITEM(lists[tid], 0, span); /* steals */
-                order[norder++] = tid;
-            } else {
-                int rc = PyList_Append(lists[tid], span);
-                Py_DECREF(span);
-                if (rc < 0)
-                    goto done;
-            }
-        }
-    }
-    for (Py_ssize_t i = 0; i < norder; i++) {
-        PyObject *key = PyLong_FromSsize_t(order[i]);
-        if (key == NULL)
-            goto done;
-        int rc = PyDict_SetItem(f.hits, key, lists[order[i]]);
-        Py_DECREF(key);
-        if (rc < 0)
+        if (sink_accept(&s, (chars ? chars[end] : (Py_ssize_t)end) - 1, key) < 0)
             goto done;
     }
-    result = f.hits;
-    f.hits = NULL;
+    ok = 1;
 done:
     c->n = 0;
-    if (lists != NULL) {
-        for (Py_ssize_t i = 0; i < norder; i++)
-            Py_CLEAR(lists[order[i]]); /* NULL again for the next call */
-        if (own)
-            t->busy = 0;
-        else
-            PyMem_Free(lists);
-    }
-    PyMem_Free(order);
     PyMem_Free(chars);
-    Py_XDECREF(f.hits);
     PyBuffer_Release(&data);
-    return result;
+    return sink_close(&s, ok);
 }
+
+/* ------------------------------------------------------------------ */
+/* WordTrie: the keys in a trie, walked from each word start            */
+
+/* Every key must begin where a word begins (the filter drops the others), so
+ * instead of an automaton that reports every key everywhere, the keys go in a
+ * trie that is walked from each position not preceded by a letter or digit:
+ * what it reports has passed the start check already, and nothing crosses a
+ * callback.
+ *
+ * The walk's cost is memory latency, one node per character, so the trie is
+ * laid out breadth first: the nodes near the root, which nearly every walk
+ * visits, lie together, and a node's children are consecutive (a child is
+ * its parent's `first` plus its rank, found in `chars`). The root's children
+ * for the first ROOT_DIRECT code points (ASCII and Latin with diacritics) are
+ * in a plain array. While building, the edges live in a hash table keyed by
+ * (node, character). */
+#define ROOT_DIRECT 0x250
+#define NO_EDGE UINT64_MAX
+
+typedef struct {
+    int32_t first;    /* the first child's id */
+    int32_t count;    /* how many children */
+    int32_t terminal; /* the id of the key ending here, or -1 */
+} TrieNode;
+
+typedef struct {
+    PyObject_HEAD
+    KeyTable *table;   /* the keys' (length, values), by key id */
+    Py_ssize_t nnodes;
+    TrieNode *nodes;   /* breadth first; node 0 is the root */
+    Py_UCS4 *chars;    /* per node: the character on the edge into it */
+    int32_t root[ROOT_DIRECT];
+} WordTrie;
+
+static inline int32_t
+trie_child(const WordTrie *t, int32_t node, Py_UCS4 c)
+{
+    if (node == 0 && c < ROOT_DIRECT)
+        return t->root[c];
+    int32_t lo = t->nodes[node].first, hi = lo + t->nodes[node].count;
+    const Py_UCS4 *chars = t->chars;
+    while (hi - lo > 8) { /* children are sorted by character: narrow down */
+        int32_t mid = lo + (hi - lo) / 2;
+        if (chars[mid] < c)
+            lo = mid + 1;
+        else
+            hi = mid + 1; /* c, if there, is at mid or before */
+    }
+    for (; lo < hi; lo++) {
+        if (chars[lo] == c)
+            return lo;
+    }
+    return -1;
+}
+
+/* The trie while it is built: edges in a hash table. */
+typedef struct {
+    uint64_t key; /* parent << 21 | character; NO_EDGE where empty */
+    int32_t child;
+} Edge;
+
+typedef struct {
+    Edge *edges;
+    uint64_t mask;
+    int shift;
+    int32_t nnodes;
+    int32_t *terminal;
+} Draft;
+
+static inline uint64_t
+draft_slot(const Draft *d, uint64_t key)
+{
+    return (key * 0x9E3779B97F4A7C15ULL) >> d->shift;
+}
+
+/* The child of `node` for `c`, made if missing. */
+static int32_t
+draft_add(Draft *d, int32_t node, Py_UCS4 c)
+{
+    uint64_t key = ((uint64_t)node << 21) | c;
+    uint64_t i = draft_slot(d, key);
+    for (; d->edges[i].key != NO_EDGE; i = (i + 1) & d->mask) {
+        if (d->edges[i].key == key)
+            return d->edges[i].child;
+    }
+    int32_t child = d->nnodes++;
+    d->terminal[child] = -1;
+    d->edges[i].key = key;
+    d->edges[i].child = child;
+    return child;
+}
+
+static int
+edge_order(const void *a, const void *b)
+{
+    uint64_t x = ((const Edge *)a)->key, y = ((const Edge *)b)->key;
+    return (x > y) - (x < y);
+}
+
+/* Lays the draft out breadth first into `t`. Returns -1 (no memory). */
+static int
+trie_from_draft(WordTrie *t, Draft *d)
+{
+    int32_t n = d->nnodes;
+    /* The edges sorted by (parent, character): each parent's are together. */
+    Py_ssize_t nedges = 0;
+    for (uint64_t i = 0; i <= d->mask; i++) {
+        if (d->edges[i].key != NO_EDGE)
+            d->edges[nedges++] = d->edges[i];
+    }
+    qsort(d->edges, nedges, sizeof(Edge), edge_order);
+    int32_t *out_first = PyMem_Calloc(n + 1, sizeof(int32_t)); /* by draft id */
+    int32_t *new_id = PyMem_Malloc(n * sizeof(int32_t));
+    int32_t *queue = PyMem_Malloc(n * sizeof(int32_t)); /* draft ids, breadth first */
+    t->nodes = PyMem_Malloc(n * sizeof(TrieNode));
+    t->chars = PyMem_Malloc(n * sizeof(Py_UCS4));
+    if (!out_first || !new_id || !queue || !t->nodes || !t->chars) {
+        PyMem_Free(out_first);
+        PyMem_Free(new_id);
+        PyMem_Free(queue);
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* out_first[p] .. out_first[p + 1] - 1: the sorted edges out of draft node p. */
+    for (Py_ssize_t e = 0; e < nedges; e++)
+        out_first[(d->edges[e].key >> 21) + 1]++;
+    for (int32_t p = 0; p < n; p++)
+        out_first[p + 1] += out_first[p];
+    int32_t head = 0, tail = 0, next = 1;
+    queue[tail++] = 0;
+    new_id[0] = 0;
+    t->chars[0] = 0;
+    while (head < tail) {
+        int32_t p = queue[head++];
+        TrieNode *node = &t->nodes[new_id[p]];
+        node->first = next;
+        node->count = out_first[p + 1] - out_first[p];
+        node->terminal = d->terminal[p];
+        for (int32_t e = out_first[p]; e < out_first[p + 1]; e++) {
+            int32_t child = d->edges[e].child;
+            new_id[child] = next;
+            t->chars[next] = (Py_UCS4)(d->edges[e].key & 0x1FFFFF);
+            next++;
+            queue[tail++] = child;
+        }
+    }
+    t->nnodes = n;
+    for (Py_UCS4 c = 0; c < ROOT_DIRECT; c++)
+        t->root[c] = -1;
+    for (int32_t i = t->nodes[0].first; i < t->nodes[0].first + t->nodes[0].count; i++) {
+        if (t->chars[i] < ROOT_DIRECT)
+            t->root[t->chars[i]] = i;
+    }
+    PyMem_Free(out_first);
+    PyMem_Free(new_id);
+    PyMem_Free(queue);
+    return 0;
+}
+
+static void
+WordTrie_dealloc(WordTrie *self)
+{
+    Py_XDECREF(self->table);
+    PyMem_Free(self->nodes);
+    PyMem_Free(self->chars);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+WordTrie_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *keys, *key_info;
+    static char *kwlist[] = {"keys", "key_info", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!:WordTrie", kwlist, &PyTuple_Type, &keys,
+                                     &PyTuple_Type, &key_info))
+        return NULL;
+    Py_ssize_t nkeys = PyTuple_GET_SIZE(keys);
+    if (PyTuple_GET_SIZE(key_info) != nkeys) {
+        PyErr_SetString(PyExc_ValueError, "keys and key_info must have the same length");
+        return NULL;
+    }
+    Py_ssize_t chars = 0;
+    for (Py_ssize_t k = 0; k < nkeys; k++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, k);
+        if (!PyUnicode_Check(key) || PyUnicode_GET_LENGTH(key) == 0) {
+            PyErr_SetString(PyExc_ValueError, "keys must be non-empty str");
+            return NULL;
+        }
+        chars += PyUnicode_GET_LENGTH(key);
+    }
+    if (chars >= INT32_MAX / 4) {
+        PyErr_SetString(PyExc_ValueError, "too many keys");
+        return NULL;
+    }
+    WordTrie *self = (WordTrie *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Draft d = {NULL, 0, 0, 1, NULL};
+    self->table = (KeyTable *)PyObject_CallOneArg((PyObject *)&KeyTableType, key_info);
+    if (self->table == NULL)
+        goto error;
+    uint64_t slots = 16;
+    int bits = 4;
+    while (slots < 2 * (uint64_t)(chars + 1)) {
+        slots *= 2;
+        bits++;
+    }
+    d.mask = slots - 1;
+    d.shift = 64 - bits;
+    d.terminal = PyMem_Malloc((chars + 1) * sizeof(int32_t));
+    d.edges = PyMem_Malloc(slots * sizeof(Edge));
+    if (d.terminal == NULL || d.edges == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (uint64_t i = 0; i < slots; i++)
+        d.edges[i].key = NO_EDGE;
+    d.terminal[0] = -1;
+    for (Py_ssize_t k = 0; k < nkeys; k++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, k);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(key);
+        if (len != self->table->length[k]) {
+            PyErr_SetString(PyExc_ValueError, "a key's length differs from its key_info");
+            goto error;
+        }
+        int kind = PyUnicode_KIND(key);
+        const void *data = PyUnicode_DATA(key);
+        int32_t node = 0;
+        for (Py_ssize_t i = 0; i < len; i++)
+            node = draft_add(&d, node, PyUnicode_READ(kind, data, i));
+        if (d.terminal[node] >= 0) {
+            PyErr_SetString(PyExc_ValueError, "keys must be distinct");
+            goto error;
+        }
+        d.terminal[node] = (int32_t)k;
+    }
+    if (trie_from_draft(self, &d) < 0)
+        goto error;
+    PyMem_Free(d.edges);
+    PyMem_Free(d.terminal);
+    return (PyObject *)self;
+error:
+    PyMem_Free(d.edges);
+    PyMem_Free(d.terminal);
+    Py_DECREF(self);
+    return NULL;
+}
+
+/* Walks the trie from every word start of `low`; calls `found(state, last,
+ * key)` for each key found, by start and then length. */
+typedef int (*trie_found)(void *state, Py_ssize_t last, Py_ssize_t key);
+
+#define TRIE_WALK(TYPE)                                                         \
+    do {                                                                        \
+        const TYPE *d = (const TYPE *)data;                                     \
+        int after_word = 0;                                                     \
+        for (Py_ssize_t i = 0; i < n; i++) {                                    \
+            Py_UCS4 c = d[i];                                                   \
+            int word = is_alnum(c);                                             \
+            if (!after_word) {                                                  \
+                int32_t node = trie_child(self, 0, c);                          \
+                Py_ssize_t j = i;                                               \
+                while (node >= 0) {                                             \
+                    int32_t key = self->nodes[node].terminal;                   \
+                    if (key >= 0 && found(state, j, key) < 0)                   \
+                        return -1;                                              \
+                    if (++j >= n)                                               \
+                        break;                                                  \
+                    node = trie_child(self, node, d[j]);                        \
+                }                                                               \
+            }                                                                   \
+            after_word = word;                                                  \
+        }                                                                       \
+    } while (0)
+
+static int
+trie_walk(WordTrie *self, PyObject *low, trie_found found, void *state)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(low);
+    const void *data = PyUnicode_DATA(low);
+    switch (PyUnicode_KIND(low)) {
+    case PyUnicode_1BYTE_KIND:
+        TRIE_WALK(Py_UCS1);
+        break;
+    case PyUnicode_2BYTE_KIND:
+        TRIE_WALK(Py_UCS2);
+        break;
+    default:
+        TRIE_WALK(Py_UCS4);
+        break;
+    }
+    return 0;
+}
+
+static int
+found_accept(void *state, Py_ssize_t last, Py_ssize_t key)
+{
+    return sink_accept((Sink *)state, last, key);
+}
+
+static PyObject *
+WordTrie_find(WordTrie *self, PyObject *args)
+{
+    PyObject *low, *canon;
+    if (!PyArg_ParseTuple(args, "UU:find", &low, &canon))
+        return NULL;
+    Sink s;
+    int ok = sink_open(&s, self->table, low, canon) == 0 &&
+             trie_walk(self, low, found_accept, &s) == 0;
+    return sink_close(&s, ok);
+}
+
+static int
+found_append(void *state, Py_ssize_t last, Py_ssize_t key)
+{
+    PyObject *pair = Py_BuildValue("(nn)", last, key);
+    if (pair == NULL)
+        return -1;
+    int rc = PyList_Append((PyObject *)state, pair);
+    Py_DECREF(pair);
+    return rc;
+}
+
+static PyObject *
+WordTrie_candidates(WordTrie *self, PyObject *low)
+{
+    if (!PyUnicode_Check(low)) {
+        PyErr_SetString(PyExc_TypeError, "candidates() takes a str");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out != NULL && trie_walk(self, low, found_append, out) < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
+static PyObject *
+WordTrie_nodes(WordTrie *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(self->nnodes);
+}
+
+static PyMethodDef WordTrie_methods[] = {
+    {"find", (PyCFunction)WordTrie_find, METH_VARARGS,
+     "find(low, canon) -> dict: term id -> [(start, stop)], as hits_from_collector."},
+    {"candidates", (PyCFunction)WordTrie_candidates, METH_O,
+     "candidates(low) -> [(last, key id)]: every key found at a word start, unfiltered."},
+    {"nodes", (PyCFunction)WordTrie_nodes, METH_NOARGS, "How many nodes the trie has."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject WordTrieType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "monitor._speedups.WordTrie",
+    .tp_doc = "WordTrie(keys, key_info): the keys in a trie walked from each word start.",
+    .tp_basicsize = sizeof(WordTrie),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = WordTrie_new,
+    .tp_dealloc = (destructor)WordTrie_dealloc,
+    .tp_methods = WordTrie_methods,
+};
 
 PyDoc_STRVAR(hits_from_iter_doc,
 "hits_from_iter(candidates, low, canon) -> dict\n\n"
@@ -642,19 +1051,12 @@ span_start(PyObject *span, Py_ssize_t *start)
     return (*start == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* best_sentence over `n` sentence starts in a C array. */
 static PyObject *
-best_sentence(PyObject *Py_UNUSED(module), PyObject *args)
+best_sentence_in(const Py_ssize_t *starts, Py_ssize_t n, PyObject *occurrences, Py_ssize_t size)
 {
-    PyObject *ostarts, *occurrences;
-    Py_ssize_t size;
-    if (!PyArg_ParseTuple(args, "O!O!n:best_sentence", &PyList_Type, &ostarts, &PyList_Type,
-                          &occurrences, &size))
-        return NULL;
-    Py_ssize_t *starts = NULL, n = 0;
     Py_ssize_t *counts = NULL, *seen = NULL;
     PyObject *result = NULL;
-    if (read_starts(ostarts, &starts, &n) < 0)
-        return NULL;
     /* counts[k]: distinct terms in the sentence numbered k + 1 by bisect (0: before the first). */
     counts = PyMem_Calloc(n + 1, sizeof(Py_ssize_t));
     if (counts == NULL) {
@@ -716,9 +1118,24 @@ best_sentence(PyObject *Py_UNUSED(module), PyObject *args)
     }
     result = Py_BuildValue("(nn)", best, focus);
 done:
-    PyMem_Free(starts);
     PyMem_Free(counts);
     PyMem_Free(seen);
+    return result;
+}
+
+static PyObject *
+best_sentence(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *ostarts, *occurrences;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "O!O!n:best_sentence", &PyList_Type, &ostarts, &PyList_Type,
+                          &occurrences, &size))
+        return NULL;
+    Py_ssize_t *starts = NULL, n = 0;
+    if (read_starts(ostarts, &starts, &n) < 0)
+        return NULL;
+    PyObject *result = best_sentence_in(starts, n, occurrences, size);
+    PyMem_Free(starts);
     return result;
 }
 
@@ -1095,6 +1512,103 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(single_groups_doc,
+"single_groups(hits, slots_of, nslots, written, shown, starts, size) -> list\n\n"
+"For rules that are one group of terms (monitor.match's shortcut), numbered\n"
+"0 .. nslots - 1: ``slots_of[term id]`` lists the rules whose group holds the\n"
+"term. Per rule, None if none of its terms occurs in ``hits``, else\n"
+"(terms_in_order(...), *best_sentence(...) or (-1, -1)) over its group's\n"
+"occurrences, taken in the order of ``hits`` as by_group takes them.");
+
+static PyObject *
+single_groups(PyObject *module, PyObject *args)
+{
+    PyObject *hits, *slots_of, *written, *shown, *ostarts;
+    Py_ssize_t nslots, size;
+    if (!PyArg_ParseTuple(args, "O!O!nO!O!O!n:single_groups", &PyDict_Type, &hits,
+                          &PyTuple_Type, &slots_of, &nslots, &PyTuple_Type, &written,
+                          &PyTuple_Type, &shown, &PyList_Type, &ostarts, &size))
+        return NULL;
+    if (nslots < 0) {
+        PyErr_SetString(PyExc_ValueError, "nslots must not be negative");
+        return NULL;
+    }
+    Py_ssize_t *starts = NULL, n = 0;
+    PyObject **groups = PyMem_Calloc(nslots + 1, sizeof(PyObject *));
+    PyObject *result = NULL;
+    if (groups == NULL)
+        return PyErr_NoMemory();
+    if (read_starts(ostarts, &starts, &n) < 0)
+        goto done;
+    Py_ssize_t pos = 0;
+    PyObject *tid, *spans;
+    while (PyDict_Next(hits, &pos, &tid, &spans)) {
+        Py_ssize_t t = PyLong_AsSsize_t(tid);
+        if (t == -1 && PyErr_Occurred())
+            goto done;
+        if (t < 0 || t >= PyTuple_GET_SIZE(slots_of)) {
+            PyErr_SetString(PyExc_ValueError, "term id out of range");
+            goto done;
+        }
+        PyObject *slots = PyTuple_GET_ITEM(slots_of, t);
+        if (!PyTuple_Check(slots)) {
+            PyErr_SetString(PyExc_TypeError, "slots_of must hold tuples");
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(slots); i++) {
+            Py_ssize_t slot = PyLong_AsSsize_t(PyTuple_GET_ITEM(slots, i));
+            if (slot == -1 && PyErr_Occurred())
+                goto done;
+            if (slot < 0 || slot >= nslots) {
+                PyErr_SetString(PyExc_ValueError, "slot out of range");
+                goto done;
+            }
+            if (groups[slot] == NULL && (groups[slot] = PyDict_New()) == NULL)
+                goto done;
+            if (PyDict_SetItem(groups[slot], tid, spans) < 0)
+                goto done;
+        }
+    }
+    result = PyList_New(nslots);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t slot = 0; slot < nslots; slot++) {
+        PyObject *item;
+        if (groups[slot] == NULL) {
+            item = Py_NewRef(Py_None);
+        } else {
+            PyObject *targs = PyTuple_Pack(3, groups[slot], written, shown);
+            PyObject *terms = targs ? terms_in_order(module, targs) : NULL;
+            Py_XDECREF(targs);
+            PyObject *values = terms ? PyDict_Values(groups[slot]) : NULL;
+            PyObject *best = values ? best_sentence_in(starts, n, values, size) : NULL;
+            Py_XDECREF(values);
+            if (best == NULL) {
+                Py_XDECREF(terms);
+                Py_CLEAR(result);
+                goto done;
+            }
+            if (best == Py_None)
+                item = Py_BuildValue("(Nnn)", terms, (Py_ssize_t)-1, (Py_ssize_t)-1);
+            else
+                item = Py_BuildValue("(NOO)", terms, PyTuple_GET_ITEM(best, 0),
+                                     PyTuple_GET_ITEM(best, 1));
+            Py_DECREF(best);
+            if (item == NULL) {
+                Py_CLEAR(result);
+                goto done;
+            }
+        }
+        PyList_SET_ITEM(result, slot, item);
+    }
+done:
+    for (Py_ssize_t slot = 0; slot < nslots; slot++)
+        Py_XDECREF(groups[slot]);
+    PyMem_Free(groups);
+    PyMem_Free(starts);
+    return result;
+}
+
 /* ------------------------------------------------------------------ */
 /* Lower case                                                           */
 
@@ -1151,6 +1665,7 @@ static PyMethodDef methods[] = {
     {"nfc_stable", nfc_stable, METH_O, nfc_stable_doc},
     {"by_group", by_group, METH_VARARGS, by_group_doc},
     {"terms_in_order", terms_in_order, METH_VARARGS, terms_in_order_doc},
+    {"single_groups", single_groups, METH_VARARGS, single_groups_doc},
 #ifdef HAVE_LOWER
     {"lower", lower, METH_O, lower_doc},
 #endif
@@ -1170,7 +1685,8 @@ PyInit__speedups(void)
 {
     for (Py_UCS4 c = 0; c < 128; c++)
         ascii_alnum[c] = (char)Py_UNICODE_ISALNUM(c);
-    if (PyType_Ready(&CollectorType) < 0 || PyType_Ready(&KeyTableType) < 0)
+    if (PyType_Ready(&CollectorType) < 0 || PyType_Ready(&KeyTableType) < 0 ||
+        PyType_Ready(&WordTrieType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -1184,6 +1700,12 @@ PyInit__speedups(void)
     Py_INCREF(&KeyTableType);
     if (PyModule_AddObject(m, "KeyTable", (PyObject *)&KeyTableType) < 0) {
         Py_DECREF(&KeyTableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&WordTrieType);
+    if (PyModule_AddObject(m, "WordTrie", (PyObject *)&WordTrieType) < 0) {
+        Py_DECREF(&WordTrieType);
         Py_DECREF(m);
         return NULL;
     }

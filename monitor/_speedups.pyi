@@ -14,6 +14,14 @@ class KeyTable:
 
     def __init__(self, key_info: tuple[Any, ...]) -> None: ...
 
+class WordTrie:
+    """The keys in a trie walked from each word start (engine ``wordtrie``)."""
+
+    def __init__(self, keys: tuple[str, ...], key_info: tuple[Any, ...]) -> None: ...
+    def find(self, low: str, canon: str) -> dict[int, list[tuple[int, int]]]: ...
+    def candidates(self, low: str) -> list[tuple[int, int]]: ...
+    def nodes(self) -> int: ...
+
 def hits_from_collector(
     collector: Collector, data: bytes, low: str, canon: str, table: KeyTable
 ) -> dict[int, list[tuple[int, int]]]: ...
@@ -34,6 +42,15 @@ def by_group(
 def terms_in_order(
     spans: dict[int, list[tuple[int, int]]], written: tuple[str, ...], shown: tuple[str, ...]
 ) -> tuple[str, ...]: ...
+def single_groups(
+    hits: dict[int, list[tuple[int, int]]],
+    slots_of: tuple[tuple[int, ...], ...],
+    nslots: int,
+    written: tuple[str, ...],
+    shown: tuple[str, ...],
+    starts: list[int],
+    size: int,
+) -> list[tuple[tuple[str, ...], int, int] | None]: ...
 
 # Only where the Python version exports the case mapping it needs (3.11, 3.12).
 def lower(text: str) -> str | None: ...

@@ -196,7 +196,9 @@ def find_terms(p: Prepared, index: TermIndex) -> dict[int, list[tuple[int, int]]
     low, canon = p.low, p.canon
     hits: dict[int, list[tuple[int, int]]]
     speedups = _speedups
-    if speedups is not None and index.database is not None:
+    if speedups is not None and index.trie is not None:
+        hits = index.trie.find(low, canon)
+    elif speedups is not None and index.database is not None:
         data = low.encode("utf-8", "surrogatepass")
         collector = speedups.Collector()
         index.database.scan(data, match_event_handler=collector, scratch=index.scratch())
@@ -213,8 +215,12 @@ def find_terms(p: Prepared, index: TermIndex) -> dict[int, list[tuple[int, int]]
         found = reference_find_terms(p, [index.terms[i] for i in index.slow])
         for k, spans in found.items():
             hits.setdefault(index.slow[k], []).extend(spans)
-    for spans in hits.values():
-        spans.sort()
+    # The trie is walked start by start, so its lists come sorted (regex and
+    # slow terms have lists of their own, sorted too); the automatons report
+    # by end offset.
+    if index.trie is None:
+        for spans in hits.values():
+            spans.sort()
     return hits
 
 
@@ -231,6 +237,9 @@ def _key_table(index: TermIndex) -> Any:
 
 def _candidates(low: str, index: TermIndex) -> Iterable[tuple[int, KeyInfo]]:
     """Each candidate: (offset of its last character, (length, values))."""
+    if index.trie is not None:
+        info = index.key_info
+        return [(last, info[key]) for last, key in index.trie.candidates(low)]
     if index.database is not None:
         return _scan(low, index)
     if index.automaton is not None:
@@ -400,6 +409,20 @@ class _Context:
         if self._sentences is None:
             self._sentences = split_sentences(self.p.shown)
         return self._sentences
+
+    def single_groups(self) -> list[tuple[tuple[str, ...], int, int] | None]:
+        """Per slot of ``index.slot``: (terms, best sentence, focus) or None (C only)."""
+        assert _speedups is not None
+        index = self.index
+        return _speedups.single_groups(
+            self.hits,
+            index.slots_of,
+            len(index.slot),
+            index.written,
+            index.shown,
+            self.sentence_starts,
+            self.size,
+        )
 
     def occurrences(self, g: Group) -> dict[int, list[tuple[int, int]]]:
         """Term id -> spans of ``g``'s terms, minus those cancelled by ``unless`` context."""
@@ -638,11 +661,33 @@ def match_article(article: Article, ruleset: RuleSet) -> list[Match]:
         return []
     ctx = _Context(p, index, hits)
     out = []
+    # The C accelerator decides every single-group rule in one call.
+    slot = index.slot if _speedups is not None else {}
+    singles = ctx.single_groups() if slot else []
     for rule in ruleset.rules:
-        res = _rule_result(rule, ctx, article.language)
-        if res is not None:
-            out.append(_to_match(rule, res, ctx))
+        k = slot.get(id(rule))
+        if k is None:
+            res = _rule_result(rule, ctx, article.language)
+            if res is not None:
+                out.append(_to_match(rule, res, ctx))
+        elif (found := singles[k]) is not None and _language_ok(rule, article.language):
+            out.append(_single_match(rule, found, ctx))
     return out
+
+
+def _single_match(rule: Rule, found: tuple[tuple[str, ...], int, int], ctx: _Context) -> Match:
+    """:func:`_to_match` for a single-group rule, from what ``single_groups`` found."""
+    terms, best, focus = found
+    return Match(
+        rule=rule.name,
+        terms=terms,
+        sentence=_trim(ctx.p.shown, *ctx.sentences[best], focus) if best >= 0 else "",
+        channels=rule.channels,
+        category=rule.category,
+        score=1.0,
+        tags=tuple(dict.fromkeys(rule.tags)),
+        alert=rule.alert,
+    )
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,41 @@ def test_c_filter_rejects_bad_input() -> None:
         _speedups.KeyTable(((3, ((-1, None, False),)),))
 
 
+@needs_c
+def test_c_word_trie_rejects_bad_keys() -> None:
+    assert _speedups is not None
+    one = ((3, ((0, None, False),)),)
+    with pytest.raises(ValueError, match="same length"):
+        _speedups.WordTrie(("abc", "abd"), one)
+    with pytest.raises(ValueError, match="non-empty"):
+        _speedups.WordTrie(("",), ((0, ((0, None, False),)),))
+    with pytest.raises(ValueError, match="length differs"):
+        _speedups.WordTrie(("ab",), one)
+    with pytest.raises(ValueError, match="distinct"):
+        _speedups.WordTrie(("abc", "abc"), one * 2)
+
+
+@needs_c
+def test_c_word_trie_walks_only_from_word_starts() -> None:
+    """Keys are found where a word starts, overlapping and nested ones too, by start then length."""
+    assert _speedups is not None
+    keys = ("ice", "ice cream", "cream", "e")
+    info = tuple((len(k), ((i, None, False),)) for i, k in enumerate(keys))
+    trie = _speedups.WordTrie(keys, info)
+    # "nice" and "icecream" hold keys, but not at a word start / word end.
+    low = "ice cream, nice icecream e"
+    assert trie.candidates(low) == [(2, 0), (8, 1), (8, 2), (18, 0), (25, 3)]
+    # find() filters the word ends as well: "ice" of "icecream" goes.
+    assert trie.find(low, low) == {0: [(0, 3)], 1: [(0, 9)], 2: [(4, 9)], 3: [(25, 26)]}
+    # Children beyond the root's direct table (CJK, emoji) and many siblings (binary search).
+    many = (*(f"x{chr(c)}" for c in range(0x4E00, 0x4E40)), "\U0001f600 ok")
+    info = tuple((len(k), ((i, None, False),)) for i, k in enumerate(many))
+    trie = _speedups.WordTrie(many, info)
+    for i, key in enumerate(many):
+        assert trie.candidates(key) == [(len(key) - 1, i)], key
+    assert trie.candidates("x\u4e40z") == []
+
+
 # -- sentences
 
 _SENTENCE_PIECES = st.sampled_from(
@@ -389,6 +424,53 @@ def test_c_by_group_equals_python(term_groups: dict[int, tuple[int, ...]], found
     assert got == expected
     assert [list(g) for g in got.values()] == [list(g) for g in expected.values()]
     assert list(got) == list(expected)
+
+
+def _written(term: Term) -> str:
+    return ("=" if term.case_sensitive else "") + term.text + ("*" if term.prefix else "")
+
+
+@needs_c
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.lists(_term(), min_size=1, max_size=4), min_size=1, max_size=4),
+    st.lists(st.tuples(_word, _gap), max_size=30),
+    st.sampled_from([None, "de", "en"]),
+)
+def test_c_single_groups_equal_python(
+    groups: list[list[Term]], pieces: list[tuple[str, str]], language: str | None
+) -> None:
+    """Rules that are one group of terms, decided in one C call: the same matches as in Python."""
+    from monitor.rules import rules_from_text
+
+    assume(all(t.spellings() is not None for g in groups for t in g))
+    rules = "rules:\n" + "".join(
+        f"  - name: r{i}\n    any: [{json.dumps([_written(t) for t in g], ensure_ascii=False)}]\n"
+        + ("    languages: [de]\n" if i % 2 else "")
+        for i, g in enumerate(groups)
+    )
+    rs = rules_from_text(rules)
+    assert len(rs.term_index.slot) == len(groups)
+    words = [t.text for g in groups for t in g]
+    text = "".join(w + g for w, g in pieces) + ". " + ". ".join(words[::2]) + " " + words[-1]
+    article = Article(url=None, title="Ärger", text=text, language=language)
+    slow, fast = both(match_article, article, rs)
+    assert fast == slow
+    assert fast  # the last term is in the text: at least its rule matches where its language fits
+
+
+@needs_c
+def test_c_single_groups_rejects_bad_input() -> None:
+    assert _speedups is not None
+    ok = ({0: [(0, 1)]}, ((0,),), 1, ("a",), ("a",), [0], 1)
+    assert _speedups.single_groups(*ok) == [(("a",), 0, 0)]
+    with pytest.raises(ValueError, match="term id"):
+        _speedups.single_groups({5: [(0, 1)]}, *ok[1:])
+    with pytest.raises(ValueError, match="slot"):
+        _speedups.single_groups(ok[0], ((3,),), *ok[2:])
+    with pytest.raises(ValueError, match="negative"):
+        _speedups.single_groups(ok[0], ok[1], -1, *ok[3:])
+    assert _speedups.single_groups({}, *ok[1:]) == [None]
 
 
 @pytest.mark.skipif(not hasattr(_speedups, "lower"), reason="no C lower() on this Python")
