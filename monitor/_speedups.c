@@ -14,6 +14,9 @@
  *   over candidates from hyperscan (byte offsets) or pyahocorasick
  *   (character offsets).
  * - best_sentence: the counting part of monitor.match._evidence.
+ * - WordTrie: the engine "wordtrie" of monitor.rules.TermIndex, a trie of
+ *   the keys walked from word starts, with the candidate filter built in.
+ * - single_groups: every rule that is one group of terms, decided at once.
  *
  * "Letter or digit" is Py_UNICODE_ISALNUM, which is what str.isalnum() and
  * the `[^\W_]` class of `re` test, so word boundaries agree to the code point.

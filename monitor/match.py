@@ -3,9 +3,10 @@
 No I/O. The title and text are prepared once (capped, NFC, whitespace runs
 collapsed to one character so offsets stay put, typographic dashes and
 apostrophes made plain), then every term of every rule is found in one pass
-of a multi-pattern automaton (hyperscan, else pyahocorasick) over the
-lower-cased text (:class:`monitor.rules.TermIndex`); each candidate is
-checked for word boundaries and, for case-sensitive terms, the exact case.
+of a multi-pattern automaton over the lower-cased text (the accelerator's
+trie walked from word starts, else hyperscan, else pyahocorasick:
+:class:`monitor.rules.TermIndex`); each candidate is checked for word
+boundaries and, for case-sensitive terms, the exact case.
 RE2 patterns run on their own. A rule none of whose required terms occurred
 is skipped at once (``TermIndex.required``); the others are evaluated on the
 occurrences alone: fields and proximity (``within``) are ranges of the text.
@@ -16,7 +17,7 @@ word, as the first version did); tests and ``bench/bench_match.py`` check
 that the automaton finds exactly what it finds.
 
 The work per occurrence (the candidate filter, sentence cutting, evidence,
-grouping) has a C twin in the optional ``monitor._speedups`` extension
+grouping, the shortcut for single-group rules) has a C twin in the optional ``monitor._speedups`` extension
 (``monitor/_speedups.c``, built by ``pip install`` where a compiler is
 present). It is used when it imported; the Python code here stays the
 definition, and ``tests/test_match_speedups.py`` checks the two agree.
