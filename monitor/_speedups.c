@@ -12,7 +12,7 @@
  * - hits_from_collector / hits_from_iter: the candidate filter of
  *   monitor.match.find_terms (word boundaries, exact case, prefix tails)
  *   over candidates from hyperscan (byte offsets) or pyahocorasick
- *   (character offsets).
+ *   (character offsets), by key id of a KeyTable.
  * - best_sentence: the counting part of monitor.match._evidence.
  * - WordTrie: the engine "wordtrie" of monitor.rules.TermIndex, a trie of
  *   the keys walked from word starts, with the candidate filter built in.
@@ -157,80 +157,6 @@ make_span(Py_ssize_t a, Py_ssize_t b)
     PyTuple_SET_ITEM(span, 1, x);
     PyObject_GC_UnTrack(span);
     return span;
-}
-
-/* One candidate: a key of `length` characters whose last character is at `last`;
- * `info` is the key's (length, ((term id, exact or None, prefix), ...)). Returns -1 on error. */
-static int
-filter_one(Filter *f, Py_ssize_t last, PyObject *values, Py_ssize_t length)
-{
-    Py_ssize_t start = last - length + 1;
-    if (start < 0 || last >= f->n)
-        return 0;
-    if (start > 0 && is_alnum(PyUnicode_READ(f->kind_low, f->low, start - 1)))
-        return 0;
-    Py_ssize_t after = last + 1;
-    int more = after < f->n && is_alnum(PyUnicode_READ(f->kind_low, f->low, after));
-    Py_ssize_t stop = -1;
-    Py_ssize_t nv = PyTuple_GET_SIZE(values);
-    for (Py_ssize_t i = 0; i < nv; i++) {
-        PyObject *v = PyTuple_GET_ITEM(values, i);
-        PyObject *tid = PyTuple_GET_ITEM(v, 0);
-        PyObject *exact = PyTuple_GET_ITEM(v, 1);
-        PyObject *prefix = PyTuple_GET_ITEM(v, 2);
-        if (more && prefix != Py_True)
-            continue;
-        if (exact != Py_None) {
-            Py_ssize_t len = PyUnicode_GET_LENGTH(exact);
-            if (len != length)
-                continue;
-            int kind = PyUnicode_KIND(exact);
-            const void *data = PyUnicode_DATA(exact);
-            int same = 1;
-            for (Py_ssize_t k = 0; k < len; k++) {
-                if (PyUnicode_READ(kind, data, k) !=
-                    PyUnicode_READ(f->kind_canon, f->canon, start + k)) {
-                    same = 0;
-                    break;
-                }
-            }
-            if (!same)
-                continue;
-        }
-        if (stop < 0) {
-            stop = after;
-            if (more) {
-                while (stop < f->n && is_alnum(PyUnicode_READ(f->kind_low, f->low, stop)))
-                    stop++;
-            }
-        }
-        PyObject *span = make_span(start, stop);
-        if (span == NULL)
-            return -1;
-        PyObject *list = PyDict_GetItemWithError(f->hits, tid);
-        if (list == NULL) {
-            if (PyErr_Occurred()) {
-                Py_DECREF(span);
-                return -1;
-            }
-            list = PyList_New(1);
-            if (list == NULL) {
-                Py_DECREF(span);
-                return -1;
-            }
-            PyList_SET_ITEM(list, 0, span); /* steals */
-            int rc = PyDict_SetItem(f->hits, tid, list);
-            Py_DECREF(list);
-            if (rc < 0)
-                return -1;
-        } else {
-            int rc = PyList_Append(list, span);
-            Py_DECREF(span);
-            if (rc < 0)
-                return -1;
-        }
-    }
-    return 0;
 }
 
 static int
@@ -948,50 +874,44 @@ static PyTypeObject WordTrieType = {
 };
 
 PyDoc_STRVAR(hits_from_iter_doc,
-"hits_from_iter(candidates, low, canon) -> dict\n\n"
-"Filter (last, (length, values)) candidates, as pyahocorasick's\n"
-"``Automaton.iter`` yields them: term id -> [(start, stop)], unsorted.");
+"hits_from_iter(candidates, low, canon, table) -> dict\n\n"
+"Filter (last, key id) candidates, as pyahocorasick's ``Automaton.iter``\n"
+"yields them, with the key ids of ``table`` (a KeyTable): term id ->\n"
+"[(start, stop)], unsorted, as hits_from_collector.");
 
 static PyObject *
 hits_from_iter(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *candidates, *low, *canon;
-    if (!PyArg_ParseTuple(args, "OUU:hits_from_iter", &candidates, &low, &canon))
+    PyObject *candidates, *low, *canon, *otable;
+    if (!PyArg_ParseTuple(args, "OUUO!:hits_from_iter", &candidates, &low, &canon, &KeyTableType,
+                          &otable))
         return NULL;
-    Filter f;
-    if (filter_init(&f, low, canon) < 0)
-        return NULL;
-    PyObject *it = PyObject_GetIter(candidates);
-    if (it == NULL) {
-        Py_DECREF(f.hits);
-        return NULL;
-    }
-    PyObject *item;
+    KeyTable *t = (KeyTable *)otable;
+    Sink s;
+    PyObject *it = NULL, *item;
+    int ok = 0;
+    if (sink_open(&s, t, low, canon) < 0 || (it = PyObject_GetIter(candidates)) == NULL)
+        goto done;
     while ((item = PyIter_Next(it)) != NULL) {
-        int rc = -1;
+        Py_ssize_t last = -1, key = -1;
         if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2) {
-            Py_ssize_t last = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
-            Py_ssize_t length;
-            PyObject *values;
-            if (!(last == -1 && PyErr_Occurred()) &&
-                unpack_info(PyTuple_GET_ITEM(item, 1), &length, &values) == 0)
-                rc = filter_one(&f, last, values, length);
-        } else {
-            PyErr_SetString(PyExc_TypeError, "candidates must be (last, info) pairs");
+            last = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
+            key = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1));
         }
         Py_DECREF(item);
-        if (rc < 0) {
-            Py_DECREF(it);
-            Py_DECREF(f.hits);
-            return NULL;
+        if (PyErr_Occurred())
+            goto done;
+        if (key < 0 || key >= t->nkeys || last < 0) {
+            PyErr_SetString(PyExc_ValueError, "candidates must be (last, key id) pairs");
+            goto done;
         }
+        if (sink_accept(&s, last, key) < 0)
+            goto done;
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) {
-        Py_DECREF(f.hits);
-        return NULL;
-    }
-    return f.hits;
+    ok = !PyErr_Occurred();
+done:
+    Py_XDECREF(it);
+    return sink_close(&s, ok);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1688,29 +1608,16 @@ PyInit__speedups(void)
 {
     for (Py_UCS4 c = 0; c < 128; c++)
         ascii_alnum[c] = (char)Py_UNICODE_ISALNUM(c);
-    if (PyType_Ready(&CollectorType) < 0 || PyType_Ready(&KeyTableType) < 0 ||
-        PyType_Ready(&WordTrieType) < 0)
-        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&CollectorType);
-    if (PyModule_AddObject(m, "Collector", (PyObject *)&CollectorType) < 0) {
-        Py_DECREF(&CollectorType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&KeyTableType);
-    if (PyModule_AddObject(m, "KeyTable", (PyObject *)&KeyTableType) < 0) {
-        Py_DECREF(&KeyTableType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&WordTrieType);
-    if (PyModule_AddObject(m, "WordTrie", (PyObject *)&WordTrieType) < 0) {
-        Py_DECREF(&WordTrieType);
-        Py_DECREF(m);
-        return NULL;
+    /* PyModule_AddType readies each type and adds it under its short name. */
+    PyTypeObject *types[] = {&CollectorType, &KeyTableType, &WordTrieType};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyModule_AddType(m, types[i]) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
     }
     return m;
 }

@@ -26,7 +26,7 @@ def hits_from_collector(
     collector: Collector, data: bytes, low: str, canon: str, table: KeyTable
 ) -> dict[int, list[tuple[int, int]]]: ...
 def hits_from_iter(
-    candidates: Iterable[tuple[int, Any]], low: str, canon: str
+    candidates: Iterable[tuple[int, int]], low: str, canon: str, table: KeyTable
 ) -> dict[int, list[tuple[int, int]]]: ...
 def best_sentence(
     starts: list[int], occurrences: list[list[tuple[int, int]]], size: int

@@ -205,7 +205,7 @@ def find_terms(p: Prepared, index: TermIndex) -> dict[int, list[tuple[int, int]]
         index.database.scan(data, match_event_handler=collector, scratch=index.scratch())
         hits = speedups.hits_from_collector(collector, data, low, canon, _key_table(index))
     elif speedups is not None and index.automaton is not None:
-        hits = speedups.hits_from_iter(index.automaton.iter(low), low, canon)
+        hits = speedups.hits_from_iter(index.automaton.iter(low), low, canon, _key_table(index))
     else:
         hits = _filter(p, _candidates(low, index))
     for tid, rx in index.regexes:
@@ -238,13 +238,13 @@ def _key_table(index: TermIndex) -> Any:
 
 def _candidates(low: str, index: TermIndex) -> Iterable[tuple[int, KeyInfo]]:
     """Each candidate: (offset of its last character, (length, values))."""
+    info = index.key_info
     if index.trie is not None:
-        info = index.key_info
         return [(last, info[key]) for last, key in index.trie.candidates(low)]
     if index.database is not None:
         return _scan(low, index)
     if index.automaton is not None:
-        return index.automaton.iter(low)  # type: ignore[no-any-return]
+        return [(last, info[key]) for last, key in index.automaton.iter(low)]
     return ()
 
 

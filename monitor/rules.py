@@ -85,6 +85,7 @@ from monitor.digest import zone
 from monitor.exceptions import RuleError
 
 __all__ = [
+    "AVAILABLE_ENGINES",
     "DEFAULT_ENGINE",
     "ENGINES",
     "MAX_FILE_BYTES",
@@ -112,15 +113,14 @@ DEFAULT_WINDOW = 5
 SEVERITIES = ("low", "medium", "high", "critical")
 #: Multi-pattern engines a :class:`TermIndex` can compile to; all find the same.
 ENGINES = ("wordtrie", "hyperscan", "pyahocorasick")
-#: The first that is there: wordtrie (the C accelerator), hyperscan (optional package),
-#: pyahocorasick (always).
-DEFAULT_ENGINE = (
-    "wordtrie"
-    if _speedups is not None
-    else "hyperscan"
-    if hyperscan is not None
-    else "pyahocorasick"
+#: The engines this installation can run, best first: wordtrie needs the C
+#: accelerator, hyperscan its optional package; pyahocorasick is always there.
+AVAILABLE_ENGINES = tuple(
+    e
+    for e, there in zip(ENGINES, (_speedups is not None, hyperscan is not None, True), strict=True)
+    if there
 )
+DEFAULT_ENGINE = AVAILABLE_ENGINES[0]
 MODES = ("immediate", "digest")
 FIELDS = ("title", "text")
 
@@ -469,7 +469,8 @@ class TermIndex:
     terms: tuple[Term, ...]
     #: Each term's position in ``terms``.
     ids: dict[Term, int]
-    #: pyahocorasick automaton (engine ``pyahocorasick``): key -> :data:`KeyInfo`.
+    #: pyahocorasick automaton (engine ``pyahocorasick``) of the keys; a found
+    #: key's value is its id, which indexes ``key_info``.
     automaton: Any
     regexes: tuple[tuple[int, Any], ...]
     #: ``id(group)`` -> the ids of its terms, for every group of the rules indexed.
@@ -549,11 +550,7 @@ class TermIndex:
     def from_terms(cls, terms: Sequence[Term], engine: str | None = None) -> TermIndex:
         """Compile ``terms`` (distinct) in the given order, with ``engine`` (default: the best)."""
         engine = engine or DEFAULT_ENGINE
-        if (
-            engine not in ENGINES
-            or (engine == "hyperscan" and hyperscan is None)
-            or (engine == "wordtrie" and _speedups is None)
-        ):
+        if engine not in AVAILABLE_ENGINES:
             raise ValueError(f"matching engine {engine!r} is not available")
         keys: dict[str, list[tuple[int, str | None, bool]]] = {}
         regexes = []
@@ -583,8 +580,8 @@ class TermIndex:
             )
         elif keys:
             automaton = ahocorasick.Automaton()
-            for key, info in zip(keys, key_info, strict=True):
-                automaton.add_word(key, info)
+            for k, key in enumerate(keys):
+                automaton.add_word(key, k)
             automaton.make_automaton()
         return cls(
             terms=tuple(terms),

@@ -26,7 +26,7 @@ from monitor.match import (
     reference_find_terms,
     split_sentences,
 )
-from monitor.rules import ENGINES, Term, TermIndex, load_rules
+from monitor.rules import AVAILABLE_ENGINES, Term, TermIndex, load_rules
 from monitor.types import Article
 
 try:
@@ -40,18 +40,7 @@ needs_c = pytest.mark.skipif(_speedups is None, reason="monitor._speedups is not
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared is not beside the project")
 
 
-def _engines() -> list[str]:
-    out = []
-    for engine in ENGINES:
-        try:
-            TermIndex.from_terms([Term("x")], engine)
-        except ValueError:
-            continue
-        out.append(engine)
-    return out
-
-
-ENGINES_HERE = _engines()
+ENGINES_HERE = AVAILABLE_ENGINES
 WAYS = [pytest.param("python", id="python"), pytest.param("c", id="c", marks=needs_c)]
 
 
@@ -134,13 +123,15 @@ def test_find_terms_each_way(accel: str, engine: str) -> None:
 @needs_c
 def test_c_filter_rejects_bad_input() -> None:
     assert _speedups is not None
+    table = _speedups.KeyTable(((3, ((0, None, False),)),))
     with pytest.raises(TypeError):
-        _speedups.hits_from_iter([(1, "not info")], "ab", "ab")
+        _speedups.hits_from_iter([(1, "not a key id")], "ab", "ab", table)
+    with pytest.raises(ValueError, match="key id"):
+        _speedups.hits_from_iter([(1, 5)], "ab", "ab", table)  # key 5 of a table of one key
     with pytest.raises(ValueError, match="same length"):
-        _speedups.hits_from_iter([], "ab", "abc")
+        _speedups.hits_from_iter([], "ab", "abc", table)
     collector = _speedups.Collector()
     collector(5, 0, 3, 0, None)  # key 5 of a table of one key
-    table = _speedups.KeyTable(((3, ((0, None, False),)),))
     with pytest.raises(ValueError, match="out of range"):
         _speedups.hits_from_collector(collector, b"abc", "abc", "abc", table)
     assert collector.count() == 0  # emptied even on error

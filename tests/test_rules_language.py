@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from monitor.exceptions import RuleError
 from monitor.match import find_terms, match_article, prepare, reference_find_terms
-from monitor.rules import ENGINES, Term, TermIndex, load_rules, rules_from_text
+from monitor.rules import AVAILABLE_ENGINES, Term, TermIndex, load_rules, rules_from_text
 from monitor.types import Article
 
 DATA = Path(__file__).parent / "data" / "rules"
@@ -257,19 +257,7 @@ def _term(draw: st.DrawFn) -> Term:
     return Term(text, case_sensitive=draw(st.booleans()), prefix=draw(st.booleans()))
 
 
-def _engines() -> list[str]:
-    """Every engine this environment can run (hyperscan is optional)."""
-    out = []
-    for engine in ENGINES:
-        try:
-            TermIndex.from_terms([Term("x")], engine)
-        except ValueError:
-            continue
-        out.append(engine)
-    return out
-
-
-ENGINES_HERE = _engines()
+ENGINES_HERE = AVAILABLE_ENGINES
 
 
 @pytest.mark.parametrize("engine", ENGINES_HERE)
