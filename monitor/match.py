@@ -415,6 +415,8 @@ class _Context:
         """Per slot of ``index.slot``: (terms, best sentence, focus) or None (C only)."""
         assert _speedups is not None
         index = self.index
+        if not any(index.slots_of[t] for t in self.hits):
+            return [None] * len(index.slot)  # and no sentences cut for nothing
         return _speedups.single_groups(
             self.hits,
             index.slots_of,
